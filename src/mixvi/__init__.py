@@ -1,0 +1,13 @@
+"""mixvi: single-cell multi-omics integration with trainable Gaussian-mixture priors."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import data, datasets, metrics, priors
+from .model import MixVI
+
+try:
+    __version__ = version("mixvi")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.1.0"
+
+__all__ = ["MixVI", "data", "datasets", "metrics", "priors", "__version__"]

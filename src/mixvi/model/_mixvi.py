@@ -1,0 +1,326 @@
+"""MixVI: the user-facing single-modality model (scvi-tools model class over MixVAE)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import (
+    CategoricalJointObsField,
+    CategoricalObsField,
+    LabelsWithUnlabeledObsField,
+    LayerField,
+    NumericalJointObsField,
+)
+from scvi.model.base import (
+    ArchesMixin,
+    BaseModelClass,
+    RNASeqMixin,
+    UnsupervisedTrainingMixin,
+    VAEMixin,
+)
+
+from mixvi.model._clusters import ClusterMixin
+from mixvi.model._validation import validate_setup
+from mixvi.module import MixVAE
+from mixvi.priors import PriorName
+from mixvi.train import MixTrainingPlan
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_N_COMPONENTS = 10
+
+
+class MixVI(
+    ClusterMixin,
+    RNASeqMixin,
+    VAEMixin,
+    ArchesMixin,
+    UnsupervisedTrainingMixin,
+    BaseModelClass,
+):
+    """scRNA-seq VAE with a trainable Gaussian-mixture prior.
+
+    The latent space carries a mixture ``p(z) = sum_k pi_k N(m_k, diag s_k^2)`` whose
+    weights, means and scales are trained with the encoder and decoder. The batch
+    enters the decoder (scVI-style), so the latent need not encode it, and the
+    mixture's mode-seeking pull places cells of one type from different batches on
+    one component. The components are the clusters: no Leiden step is needed.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`.
+    n_latent
+        Latent dimensionality.
+    n_components
+        Mixture components (tree leaves for ``prior="hierarchical"``). Defaults to 10,
+        or, with a label prior, to the number of known labels (more adds free components
+        for unknown types).
+    prior
+        ``"gmm"`` (default), ``"normal"`` (scVI's N(0, I), closed-form KL) or
+        ``"hierarchical"`` (components on a binary tree, see
+        :class:`~mixvi.priors.HierarchicalGaussianMixturePrior`).
+    posterior
+        ``"gaussian"`` (default) or ``"mixture"`` (Gumbel-softmax mixture posterior;
+        clusters then come from q(c|x)).
+    gene_likelihood
+        ``"nb"`` (default), ``"zinb"`` or ``"poisson"``.
+    n_hidden, n_layers, dropout_rate, dispersion
+        Network and dispersion options, as in :class:`scvi.model.SCVI`.
+    use_label_prior
+        Tie components to the categories of the registered ``labels_key``
+        (semi-supervised). Defaults to ``True`` when a ``labels_key`` was registered.
+    n_kl_samples
+        Monte-Carlo samples for ``E_q[log p(z)]`` in the mixture KL.
+    kl_estimator
+        ``"mc"`` (default) or ``"analytic"`` (deterministic Jensen bound, see
+        :class:`~mixvi.priors.MixturePrior`).
+    learn_scales
+        Train the component scales (default ``True`` for ``"gmm"``, ``False`` -- fixed at
+        1 -- for ``"hierarchical"``).
+    pretrain_normal
+        Use the N(0, I) KL until the mixture is initialised on the data (see
+        :meth:`train`'s ``prior_init_epoch``).
+    **module_kwargs
+        Passed to :class:`~mixvi.module.MixVAE` and :class:`scvi.module.VAE`
+        (e.g. ``encode_covariates``, ``use_batch_norm``, ``classification_weight``).
+
+    Examples
+    --------
+    >>> import mixvi, scanpy as sc
+    >>> adata = mixvi.datasets.kang_pbmc_ifnb()
+    >>> mixvi.MixVI.setup_anndata(adata, layer="counts", batch_key="batch")
+    >>> model = mixvi.MixVI(adata, n_components=8)
+    >>> model.train(max_epochs=200)
+    >>> model.write_to_adata(adata)
+    >>> sc.pp.neighbors(adata, use_rep="X_mixvi"); sc.tl.umap(adata)
+    >>> sc.pl.umap(adata, color=["mixvi_cluster", "batch", "cell_type"])
+    """
+
+    _module_cls = MixVAE
+    _training_plan_cls = MixTrainingPlan
+    _LATENT_QZM_KEY = "mixvi_latent_qzm"
+    _LATENT_QZV_KEY = "mixvi_latent_qzv"
+
+    def __init__(
+        self,
+        adata: AnnData | None = None,
+        n_latent: int = 16,
+        n_components: int | None = None,
+        prior: PriorName = "gmm",
+        posterior: Literal["gaussian", "mixture"] = "gaussian",
+        gene_likelihood: Literal["nb", "zinb", "poisson"] = "nb",
+        n_hidden: int = 128,
+        n_layers: int = 1,
+        dropout_rate: float = 0.1,
+        dispersion: Literal["gene", "gene-batch", "gene-label", "gene-cell"] = "gene",
+        use_label_prior: bool | None = None,
+        n_kl_samples: int = 1,
+        kl_estimator: Literal["mc", "analytic"] = "mc",
+        learn_scales: bool | None = None,
+        pretrain_normal: bool = True,
+        **module_kwargs,
+    ):
+        super().__init__(adata)
+        if gene_likelihood not in ("nb", "zinb", "poisson"):
+            raise ValueError(
+                f"gene_likelihood must be 'nb', 'zinb' or 'poisson', got {gene_likelihood!r}."
+            )
+        labels_state = self.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY)
+        has_labels = self.registry_["setup_args"].get("labels_key") is not None
+        if use_label_prior is None:
+            use_label_prior = has_labels and prior != "normal"
+        if use_label_prior and not has_labels:
+            raise ValueError(
+                "use_label_prior=True needs labels: call MixVI.setup_anndata(adata, "
+                "labels_key=..., unlabeled_category=...)."
+            )
+        n_label_components = len(labels_state.categorical_mapping) - 1 if use_label_prior else 0
+        if n_components is None:
+            n_components = max(n_label_components, DEFAULT_N_COMPONENTS if not n_label_components else 0)
+        validate_setup(self.adata, n_components=n_components)
+        if learn_scales is None:
+            learn_scales = prior != "hierarchical"
+        prior_kwargs = {"n_kl_samples": n_kl_samples, "kl_estimator": kl_estimator}
+        if prior != "normal":
+            prior_kwargs["learn_scales"] = learn_scales
+        n_cats_per_cov = (
+            self.adata_manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY).n_cats_per_key
+            if REGISTRY_KEYS.CAT_COVS_KEY in self.adata_manager.data_registry
+            else None
+        )
+        self.module = self._module_cls(
+            n_input=self.summary_stats.n_vars,
+            n_batch=self.summary_stats.n_batch,
+            n_labels=self.summary_stats.n_labels,
+            n_continuous_cov=self.summary_stats.get("n_extra_continuous_covs", 0),
+            n_cats_per_cov=n_cats_per_cov,
+            n_latent=n_latent,
+            prior=prior,
+            n_components=n_components,
+            posterior=posterior,
+            n_label_components=n_label_components,
+            pretrain_normal=pretrain_normal,
+            prior_kwargs=prior_kwargs,
+            n_hidden=n_hidden,
+            n_layers=n_layers,
+            dropout_rate=dropout_rate,
+            dispersion=dispersion,
+            gene_likelihood=gene_likelihood,
+            **module_kwargs,
+        )
+        self.label_categories_ = (
+            list(labels_state.categorical_mapping[:-1]) if n_label_components else []
+        )
+        self._model_summary_string = (
+            f"MixVI model: prior={prior!r}, posterior={posterior!r}, "
+            f"n_components={self.module.prior.n_components}, n_latent={n_latent}, "
+            f"gene_likelihood={gene_likelihood!r}, label prior: "
+            f"{n_label_components or 'off'}."
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        layer: str | None = None,
+        batch_key: str | None = None,
+        labels_key: str | None = None,
+        unlabeled_category: str = "Unknown",
+        categorical_covariate_keys: Sequence[str] | None = None,
+        continuous_covariate_keys: Sequence[str] | None = None,
+        **kwargs,
+    ) -> None:
+        """Register an AnnData with MixVI, after checking it.
+
+        Raises a clear error, before any training, for non-integer, negative or
+        non-finite counts, a missing layer or ``.obs`` key (with the closest match),
+        and warns about all-zero cells or genes. Besides scvi-tools' own registry keys
+        (``adata.uns["_scvi_uuid"]``, ``adata.uns["_scvi_manager_uuid"]``,
+        ``adata.obs["_scvi_batch"]``, ``adata.obs["_scvi_labels"]``) nothing is written.
+
+        Parameters
+        ----------
+        adata
+            AnnData with raw counts (cells x genes), in ``.X`` or ``layer``.
+        layer
+            Layer holding the raw counts; ``None`` uses ``.X``.
+        batch_key
+            ``.obs`` column with the batch of each cell; it enters the decoder.
+        labels_key
+            ``.obs`` column with known cell types, for the semi-supervised label prior.
+        unlabeled_category
+            Value of ``labels_key`` marking cells whose label is unknown.
+        categorical_covariate_keys, continuous_covariate_keys
+            Extra ``.obs`` covariates injected like the batch.
+        """
+        validate_setup(
+            adata,
+            layer=layer,
+            obs_keys={
+                "batch_key": batch_key,
+                "labels_key": labels_key,
+                **{f"categorical_covariate_keys[{i}]": k for i, k in enumerate(categorical_covariate_keys or [])},
+                **{f"continuous_covariate_keys[{i}]": k for i, k in enumerate(continuous_covariate_keys or [])},
+            },
+            labels_key=labels_key,
+            unlabeled_category=unlabeled_category,
+        )
+        setup_method_args = cls._get_setup_method_args(**locals())
+        labels_field = (
+            LabelsWithUnlabeledObsField(REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category)
+            if labels_key is not None
+            else CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, None)
+        )
+        anndata_fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
+            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+            labels_field,
+            CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
+            NumericalJointObsField(REGISTRY_KEYS.CONT_COVS_KEY, continuous_covariate_keys),
+        ]
+        adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    def train(
+        self,
+        max_epochs: int | None = None,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        train_size: float | None = None,
+        validation_size: float | None = None,
+        batch_size: int = 128,
+        early_stopping: bool = False,
+        n_epochs_kl_warmup: int | None = None,
+        prior_init_epoch: int | None = None,
+        gumbel_temperature: tuple[float, float] = (1.0, 0.3),
+        plan_kwargs: dict | None = None,
+        **trainer_kwargs,
+    ):
+        """Train the model with PyTorch Lightning (scvi-tools' trainer).
+
+        Parameters
+        ----------
+        max_epochs
+            Epochs; defaults to scvi-tools' heuristic ``min(round(20000 / n_cells * 400), 400)``.
+        accelerator, devices
+            Lightning hardware options (``"cpu"``, ``"gpu"``, ``devices=4``; add
+            ``strategy="ddp"`` for several devices).
+        train_size, validation_size
+            Train/validation split (validation metrics appear in :attr:`history`).
+        batch_size
+            Minibatch size.
+        early_stopping
+            Stop when the validation ELBO stops improving (``early_stopping_patience``
+            etc. go in ``trainer_kwargs``).
+        n_epochs_kl_warmup
+            Epochs over which the KL weight rises linearly from 0 to 1; defaults to a
+            quarter of ``max_epochs``.
+        prior_init_epoch
+            Epoch at whose start the mixture is fitted (k-means) to the encoder's
+            posterior means; defaults to a tenth of ``max_epochs`` (at most 20).
+        gumbel_temperature
+            ``(start, end)`` Gumbel-softmax temperatures for ``posterior="mixture"``,
+            annealed over the first half of training.
+        plan_kwargs
+            Passed to :class:`~mixvi.train.MixTrainingPlan` (``lr``, ``weight_decay``, ...).
+        **trainer_kwargs
+            Passed to :class:`scvi.train.Trainer` / Lightning (``strategy``,
+            ``gradient_clip_val``, ``early_stopping_patience``, ``enable_progress_bar``, ...).
+        """
+        from scvi.model._utils import get_max_epochs_heuristic
+
+        if max_epochs is None:
+            max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
+        plan = {
+            "n_epochs_kl_warmup": n_epochs_kl_warmup
+            if n_epochs_kl_warmup is not None
+            else max(max_epochs // 4, 1),
+            "prior_init_epoch": prior_init_epoch
+            if prior_init_epoch is not None
+            else min(max(max_epochs // 10, 1), 20),
+            "gumbel_temperature": gumbel_temperature,
+            "n_epochs_gumbel_anneal": max(max_epochs // 2, 1),
+        }
+        plan.update(plan_kwargs or {})
+        return super().train(
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            train_size=train_size,
+            validation_size=validation_size,
+            batch_size=batch_size,
+            early_stopping=early_stopping,
+            plan_kwargs=plan,
+            **trainer_kwargs,
+        )

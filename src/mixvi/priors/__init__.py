@@ -1,0 +1,65 @@
+"""Latent priors, small torch modules composed by the mixvi VAEs.
+
+``make_prior`` builds one from the model's ``prior=`` argument:
+
+* ``"normal"`` -- :class:`StandardNormalPrior`, closed-form KL.
+* ``"gmm"`` -- :class:`GaussianMixturePrior`, Monte-Carlo KL with a log-sum-exp.
+* ``"hierarchical"`` -- :class:`HierarchicalGaussianMixturePrior`, tree of components.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from ._base import LatentPrior, gaussian_entropy, kl_diag_gaussians
+from ._gmm import GaussianMixturePrior, MixturePrior
+from ._hierarchical import HierarchicalGaussianMixturePrior, balanced_tree, node_depths
+from ._normal import StandardNormalPrior
+
+PriorName = Literal["normal", "gmm", "hierarchical"]
+PRIORS = ("normal", "gmm", "hierarchical")
+
+
+def make_prior(
+    prior: PriorName,
+    n_latent: int,
+    n_components: int,
+    **kwargs,
+) -> LatentPrior:
+    """Build a prior module from its name.
+
+    Parameters
+    ----------
+    prior
+        ``"normal"``, ``"gmm"`` or ``"hierarchical"``.
+    n_latent
+        Latent dimensionality.
+    n_components
+        Mixture components (``"gmm"``) or tree leaves (``"hierarchical"``, which then
+        has ``2 n_components - 1`` components); ignored by ``"normal"``.
+    **kwargs
+        Passed to the prior's constructor (e.g. ``learn_scales``, ``n_kl_samples``,
+        ``kl_estimator``).
+    """
+    if prior == "normal":
+        return StandardNormalPrior(n_latent)
+    if prior == "gmm":
+        return GaussianMixturePrior(n_latent, n_components, **kwargs)
+    if prior == "hierarchical":
+        return HierarchicalGaussianMixturePrior(n_latent, n_components, **kwargs)
+    raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}.")
+
+
+__all__ = [
+    "LatentPrior",
+    "MixturePrior",
+    "StandardNormalPrior",
+    "GaussianMixturePrior",
+    "HierarchicalGaussianMixturePrior",
+    "balanced_tree",
+    "node_depths",
+    "gaussian_entropy",
+    "kl_diag_gaussians",
+    "make_prior",
+    "PRIORS",
+]

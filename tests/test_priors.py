@@ -1,0 +1,214 @@
+"""Priors: KL estimators against closed forms, gradients, tree structure, initialisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Normal
+
+from mixvi.priors import (
+    GaussianMixturePrior,
+    HierarchicalGaussianMixturePrior,
+    StandardNormalPrior,
+    balanced_tree,
+    kl_diag_gaussians,
+    make_prior,
+    node_depths,
+)
+from mixvi.priors._gmm import MIN_SCALE
+
+
+def _posterior(n=6, d=4, seed=0) -> Normal:
+    g = torch.Generator().manual_seed(seed)
+    return Normal(torch.randn(n, d, generator=g), torch.rand(n, d, generator=g) + 0.3)
+
+
+def _unit_gmm(d: int, n_components: int = 1, **kwargs) -> GaussianMixturePrior:
+    """A GMM whose components are exactly N(0, I) (scale = softplus(raw) + MIN_SCALE = 1)."""
+    prior = GaussianMixturePrior(d, n_components, **kwargs)
+    with torch.no_grad():
+        prior.means.zero_()
+        prior.raw_scales.fill_(float(np.log(np.expm1(1.0 - MIN_SCALE))))
+    return prior
+
+
+def test_normal_prior_matches_torch_kl():
+    qz = _posterior()
+    expected = torch.distributions.kl_divergence(qz, Normal(0.0, 1.0)).sum(-1)
+    torch.testing.assert_close(StandardNormalPrior(4).kl(qz), expected)
+
+
+def test_normal_prior_kl_formula_from_design():
+    qz = _posterior()
+    mu, var = qz.loc, qz.scale.pow(2)
+    formula = 0.5 * (mu.pow(2) + var - 1 - torch.log(var)).sum(-1)
+    torch.testing.assert_close(StandardNormalPrior(4).kl(qz), formula)
+
+
+def test_one_component_mc_kl_matches_closed_form():
+    torch.manual_seed(0)
+    qz = _posterior(n=8)
+    prior = _unit_gmm(4, n_kl_samples=20_000)
+    closed = StandardNormalPrior(4).kl(qz)
+    mc = prior.kl(qz)
+    torch.testing.assert_close(mc, closed, atol=0.05, rtol=0.02)
+
+
+def test_identical_components_reduce_to_one_gaussian():
+    torch.manual_seed(0)
+    qz = _posterior()
+    three = _unit_gmm(4, n_components=3, kl_estimator="analytic")
+    torch.testing.assert_close(three.kl(qz), StandardNormalPrior(4).kl(qz), atol=1e-4, rtol=1e-4)
+
+
+def test_analytic_kl_is_upper_bound_of_mc_kl():
+    torch.manual_seed(1)
+    qz = _posterior(n=10)
+    prior = GaussianMixturePrior(4, 5, n_kl_samples=20_000)
+    mc = prior.kl(qz)
+    prior.kl_estimator = "analytic"
+    bound = prior.kl(qz)
+    assert torch.all(bound >= mc - 0.05), (bound - mc)
+    assert torch.any(bound > mc + 0.01)  # a real bound for K > 1, not an equality
+
+
+def test_log_prob_is_log_sum_exp_of_components():
+    prior = GaussianMixturePrior(3, 4)
+    z = torch.randn(7, 3)
+    log_w, means, scales = prior.component_params()
+    dens = sum(
+        log_w[k].exp() * Normal(means[k], scales[k]).log_prob(z).sum(-1).exp() for k in range(4)
+    )
+    torch.testing.assert_close(prior.log_prob(z), torch.log(dens), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["gmm", "hierarchical"])
+def test_gradients_reach_every_prior_parameter(name):
+    prior = make_prior(name, 4, 4, learn_scales=True)
+    qz = _posterior()
+    loss = prior.kl(qz, qz.rsample()).mean()
+    loss.backward()
+    for pname, p in prior.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, pname
+
+
+def test_label_prior_uses_closed_form_kl_to_own_component():
+    prior = GaussianMixturePrior(4, 3)
+    qz = _posterior(n=3)
+    component = torch.tensor([2, -1, 0])
+    kl = prior.kl(qz, qz.rsample(), component)
+    _, means, scales = prior.component_params()
+    for i, c in ((0, 2), (2, 0)):
+        expected = kl_diag_gaussians(qz.loc[i], qz.scale[i], means[c], scales[c])
+        torch.testing.assert_close(kl[i], expected)
+    torch.testing.assert_close(expected, torch.distributions.kl_divergence(
+        Normal(qz.loc[2], qz.scale[2]), Normal(means[0], scales[0])).sum())
+
+
+def test_mixture_posterior_kl_matches_monte_carlo():
+    torch.manual_seed(0)
+    n, K, d = 5, 3, 2
+    prior = GaussianMixturePrior(d, K)
+    logits = torch.randn(n, K)
+    loc, scale = torch.randn(n, K, d), torch.rand(n, K, d) + 0.3
+    kl_c, kl_z = prior.kl_mixture_posterior(logits, loc, scale)
+    # MC estimate of KL(q(c) q(z|c) || p(c) p(z|c)) from joint samples
+    S = 200_000
+    c = torch.distributions.Categorical(logits=logits).sample((S,))  # (S, n)
+    idx = c.unsqueeze(-1).unsqueeze(-1).expand(S, n, 1, d)
+    z = torch.gather(loc.expand(S, n, K, d), 2, idx).squeeze(2) + torch.gather(
+        scale.expand(S, n, K, d), 2, idx
+    ).squeeze(2) * torch.randn(S, n, d)
+    log_q = torch.log_softmax(logits, -1).gather(1, c.T).T + Normal(
+        torch.gather(loc.expand(S, n, K, d), 2, idx).squeeze(2),
+        torch.gather(scale.expand(S, n, K, d), 2, idx).squeeze(2),
+    ).log_prob(z).sum(-1)
+    log_w, means, scales = prior.component_params()
+    log_p = log_w[c] + Normal(means[c], scales[c]).log_prob(z).sum(-1)
+    mc = (log_q - log_p).mean(0)
+    torch.testing.assert_close(kl_c + kl_z, mc.detach(), atol=0.03, rtol=0.02)
+
+
+def test_balanced_tree_structure():
+    children = balanced_tree(4)
+    np.testing.assert_array_equal(children, [[0, 1], [2, 3], [4, 5]])
+    np.testing.assert_array_equal(node_depths(children), [2, 2, 2, 2, 1, 1, 0])
+    odd = balanced_tree(5)
+    assert odd.shape == (4, 2)
+    assert sorted(np.unique(odd)) == list(range(8))  # every non-root node has one parent
+
+
+def test_internal_means_are_children_averages_after_updates():
+    prior = HierarchicalGaussianMixturePrior(3, 4, learn_scales=True)
+    opt = torch.optim.Adam(prior.parameters(), lr=0.1)
+    qz = _posterior(n=20, d=3)
+    for _ in range(5):
+        opt.zero_grad()
+        prior.kl(qz, qz.rsample()).mean().backward()
+        opt.step()
+    means = prior.node_means().detach()
+    for j, (a, b) in enumerate(prior.tree_children.tolist()):
+        torch.testing.assert_close(means[4 + j], 0.5 * (means[a] + means[b]))
+    assert prior.n_components == 7
+    assert [n for n, _ in prior.named_parameters()] == ["leaf_means", "raw_scales", "logits"]
+
+
+def test_hierarchical_levels_partition_probability():
+    prior = HierarchicalGaussianMixturePrior(2, 4)
+    resp = torch.softmax(torch.randn(6, 7), -1).numpy()
+    for level in (1, 2):
+        probs, nodes = prior.level_probabilities(resp, level)
+        assert probs.shape == (6, 2**level)
+        np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    _, leaves = prior.level_probabilities(resp, 2)
+    np.testing.assert_array_equal(leaves, [0, 1, 2, 3])
+
+
+def test_initialisation_places_components_on_clusters():
+    rng = np.random.default_rng(0)
+    centres = np.array([[-5.0, 0.0], [5.0, 0.0], [0.0, 6.0]])
+    latent = np.concatenate([c + 0.1 * rng.standard_normal((100, 2)) for c in centres]).astype(
+        np.float32
+    )
+    prior = GaussianMixturePrior(2, 3)
+    prior.initialize_from_latent(latent)
+    found = prior.means.detach().numpy()
+    dist = np.linalg.norm(found[:, None] - centres[None], axis=-1)
+    assert dist.min(0).max() < 0.1
+    np.testing.assert_allclose(prior.component_params()[0].exp().detach().numpy(), 1 / 3, atol=1e-3)
+
+
+def test_initialisation_ties_labelled_components():
+    rng = np.random.default_rng(0)
+    latent = np.concatenate([rng.normal(-4, 0.1, (50, 2)), rng.normal(4, 0.1, (50, 2))])
+    component = np.array([1] * 50 + [0] * 50)
+    prior = GaussianMixturePrior(2, 3)
+    prior.initialize_from_latent(latent.astype(np.float32), component)
+    means = prior.means.detach().numpy()
+    np.testing.assert_allclose(means[0], [4, 4], atol=0.1)
+    np.testing.assert_allclose(means[1], [-4, -4], atol=0.1)
+
+
+def test_hierarchical_initialisation_builds_tree_of_close_leaves():
+    rng = np.random.default_rng(0)
+    centres = np.array([[-10, 0], [-9, 0], [9, 0], [10, 0]], dtype=float)
+    latent = np.concatenate([c + 0.05 * rng.standard_normal((50, 2)) for c in centres])
+    prior = HierarchicalGaussianMixturePrior(2, 4)
+    prior.initialize_from_latent(latent.astype(np.float32))
+    leaf_x = prior.leaf_means[:, 0].detach().numpy()
+    first_two_merges = prior.tree_children[:2].numpy()
+    for a, b in first_two_merges:  # the two nearest pairs merge first
+        assert np.sign(leaf_x[a]) == np.sign(leaf_x[b])
+
+
+def test_invalid_prior_arguments_raise():
+    with pytest.raises(ValueError, match="prior must be one of"):
+        make_prior("vamp", 4, 3)
+    with pytest.raises(ValueError, match="kl_estimator"):
+        GaussianMixturePrior(4, 3, kl_estimator="exact")
+    with pytest.raises(ValueError, match="at least 2 leaves"):
+        HierarchicalGaussianMixturePrior(4, 1)
+    with pytest.raises(ValueError, match="lower n_components"):
+        GaussianMixturePrior(2, 5).initialize_from_latent(np.zeros((3, 2), np.float32))
