@@ -257,7 +257,8 @@ def test_integration_scores_rank_mixed_above_separated(rng):
         assert 0.0 <= s_good[key] <= 1.0
     assert s_good["batch_score"] > s_bad["batch_score"] + 0.3
     assert s_good["nmi_kmeans"] == pytest.approx(1.0)
-    assert s_good["total"] == pytest.approx(0.4 * s_good["batch_score"] + 0.6 * s_good["bio_score"])
+    expected_total = 0.4 * s_good["batch_score"] + 0.6 * s_good["bio_score"]
+    assert s_good["total"] == pytest.approx(expected_total)
 
 
 def test_against_scib_metrics(rng):
@@ -278,7 +279,9 @@ def test_against_scib_metrics(rng):
     emb = rng.normal(size=(n, 6)) + 2.0 * (labels == "1")[:, None] + (batch == "2")[:, None]
     dist, idx = knn(emb, 90)
     nn = NeighborsResults(indices=idx, distances=dist)
-    assert mm.ilisi(emb, batch) == pytest.approx(float(scib_metrics.ilisi_knn(nn, batch)), abs=1e-4)
+    assert mm.ilisi(emb, batch) == pytest.approx(
+        float(scib_metrics.ilisi_knn(nn, batch)), abs=1e-4
+    )
     assert mm.clisi(emb, labels) == pytest.approx(
         float(scib_metrics.clisi_knn(nn, labels)), abs=1e-4
     )

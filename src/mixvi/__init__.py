@@ -3,11 +3,13 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from . import data, datasets, metrics, priors
+from . import pl
 from .model import MixVI
+from .model import MultiMixVI
 
 try:
     __version__ = version("mixvi")
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.1.0"
 
-__all__ = ["MixVI", "data", "datasets", "metrics", "priors", "__version__"]
+__all__ = ["MultiMixVI", "MixVI", "data", "datasets", "metrics", "priors", "__version__"]

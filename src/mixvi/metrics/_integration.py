@@ -79,7 +79,7 @@ def integration_scores(
     scores = {
         "silhouette_batch": silhouette_batch(emb, batch, labels),
         "ilisi": _ilisi_from_knn(dist, idx, batch, scale=True),
-        "graph_connectivity": _graph_connectivity_from_knn(idx[:, : min(15, idx.shape[1])], labels),
+        "graph_connectivity": _graph_connectivity_from_knn(idx[:, :15], labels),
         "silhouette_label": float((np.mean(sil) + 1) / 2),
         "clisi": _clisi_from_knn(dist, idx, labels, scale=True),
         "isolated_labels": _isolated_from_samples(sil, labels, batch),

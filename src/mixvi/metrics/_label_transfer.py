@@ -55,7 +55,8 @@ def label_transfer(
     query = as_embedding(query_emb, "query_emb")
     if ref.shape[1] != query.shape[1]:
         raise ValueError(
-            f"Reference and query embeddings differ in dimension: {ref.shape[1]} vs {query.shape[1]}."
+            "Reference and query embeddings differ in dimension: "
+            f"{ref.shape[1]} vs {query.shape[1]}."
         )
     ref_y = as_labels(ref_labels, ref.shape[0], "ref_labels")
 

@@ -17,7 +17,9 @@ import numpy as np
 from ._utils import as_embedding, as_labels, knn
 
 
-def _entropy_and_p(d: np.ndarray, mask: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _entropy_and_p(
+    d: np.ndarray, mask: np.ndarray, beta: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Entropy H (n,) and normalised weights P (n, k) for one beta per row."""
     # Shift by the row's minimum distance for numerical safety: P and H are unchanged
     # mathematically, but exp() no longer underflows to 0 for far-away neighbourhoods.
@@ -64,7 +66,8 @@ def lisi_from_knn(
     n, k = indices.shape
     codes = np.unique(np.asarray(categories).astype(str), return_inverse=True)[1].ravel()
     if perplexity is None:
-        perplexity = np.floor(k / 3)
+        # scib-metrics' default; floored at 1 so tiny data (k < 3) stays defined.
+        perplexity = max(1.0, np.floor(k / 3))
     mask = indices != np.arange(n)[:, None]  # self edge gets no weight
     log_u = np.log(perplexity)
 

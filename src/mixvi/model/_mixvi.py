@@ -28,6 +28,7 @@ from scvi.model.base import (
 )
 
 from mixvi.model._clusters import ClusterMixin
+from mixvi.model._save_load import SafeSaveLoadMixin
 from mixvi.model._validation import validate_setup
 from mixvi.module import MixVAE
 from mixvi.priors import PriorName
@@ -39,6 +40,7 @@ DEFAULT_N_COMPONENTS = 10
 
 
 class MixVI(
+    SafeSaveLoadMixin,
     ClusterMixin,
     RNASeqMixin,
     VAEMixin,
@@ -186,6 +188,7 @@ class MixVI(
             f"gene_likelihood={gene_likelihood!r}, label prior: "
             f"{n_label_components or 'off'}."
         )
+        self._stamp_versions()
         self.init_params_ = self._get_init_params(locals())
 
     @classmethod

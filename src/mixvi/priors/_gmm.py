@@ -181,7 +181,11 @@ class MixturePrior(LatentPrior):
     # -- initialisation ----------------------------------------------------------------------
     @torch.no_grad()
     def initialize_from_latent(
-        self, latent: np.ndarray, component: np.ndarray | None = None, seed: int = 0
+        self,
+        latent: np.ndarray,
+        component: np.ndarray | None = None,
+        seed: int = 0,
+        latent_var: np.ndarray | None = None,
     ) -> np.ndarray:
         """Place the components on clusters of an (early) latent.
 
@@ -198,6 +202,11 @@ class MixturePrior(LatentPrior):
             Known component of each cell (``-1`` unknown), shape ``(n_cells,)``.
         seed
             Seed of the k-means run.
+        latent_var
+            Posterior variances, shape ``(n_cells, n_latent)``. Component variances are
+            then moment-matched to the aggregated posterior of their cells (spread of
+            the means plus mean posterior variance), so the KL does not jump when the
+            mixture replaces N(0, I).
 
         Returns
         -------
@@ -229,12 +238,18 @@ class MixturePrior(LatentPrior):
                 assign[unlabelled] = km.predict(latent[unlabelled]) + n_known
         centers = np.zeros((n_comp, latent.shape[1]), dtype=np.float32)
         stds = np.ones_like(centers)
+        pool_var = latent_var if latent_var is not None else np.zeros_like(latent)
         for k in range(n_comp):
-            members = members_of.get(k, latent[assign == k])
+            mask = assign == k
+            members, member_var = latent[mask], pool_var[mask]
+            if k in members_of and len(members) == 0:
+                members = members_of[k]
             if len(members) == 0:  # a label with no cell: start at the overall mean
-                members = latent
+                members, member_var = latent, pool_var
             centers[k] = members.mean(0)
-            stds[k] = members.std(0) if len(members) > 1 else latent.std(0)
+            spread = members.var(0) if len(members) > 1 else latent.var(0)
+            extra = member_var.mean(0) if len(member_var) else 0.0
+            stds[k] = np.sqrt(spread + extra)
         frac = np.bincount(assign[assign >= 0], minlength=n_comp) / max((assign >= 0).sum(), 1)
         self._set_free_components(centers, np.clip(stds, 0.05, None), frac, latent)
         return assign

@@ -66,6 +66,10 @@ class MixTrainingPlan(TrainingPlan):
         ``(start, end)`` temperatures.
     n_epochs_gumbel_anneal
         Epochs over which the temperature goes from start to end.
+    prior_lr_factor
+        Learning rate of the prior's parameters relative to ``lr``. The mixture is fitted
+        to a latent that keeps moving; at the networks' learning rate its means lag
+        behind the cells (Adam moves a parameter by about ``lr`` per step).
     **kwargs
         Passed to :class:`~scvi.train.TrainingPlan` (``lr``, ``n_epochs_kl_warmup``, ...).
     """
@@ -78,13 +82,29 @@ class MixTrainingPlan(TrainingPlan):
         n_prior_init_cells: int = 20_000,
         gumbel_temperature: tuple[float, float] = (1.0, 0.3),
         n_epochs_gumbel_anneal: int = 100,
+        prior_lr_factor: float = 10.0,
         **kwargs,
     ):
         super().__init__(module, **kwargs)
+        self.prior_lr_factor = prior_lr_factor
         self.prior_init_epoch = prior_init_epoch
         self.n_prior_init_cells = n_prior_init_cells
         self.gumbel_temperature = gumbel_temperature
         self.n_epochs_gumbel_anneal = max(int(n_epochs_gumbel_anneal), 1)
+
+    def configure_optimizers(self):
+        """scvi-tools' optimizer, with the prior's parameters in a group of their own."""
+        config = super().configure_optimizers()
+        prior = getattr(self.module, "prior", None)
+        prior_params = [p for p in prior.parameters() if p.requires_grad] if prior else []
+        if not prior_params or self.prior_lr_factor == 1.0:
+            return config
+        optimizer = config["optimizer"]
+        ids = {id(p) for p in prior_params}
+        group = optimizer.param_groups[0]
+        group["params"] = [p for p in group["params"] if id(p) not in ids]
+        optimizer.add_param_group({"params": prior_params, "lr": group["lr"] * self.prior_lr_factor})
+        return config
 
     # -- hooks -------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -117,9 +137,11 @@ class MixTrainingPlan(TrainingPlan):
     def initialize_prior(self) -> None:
         """Fit the mixture to posterior means of training cells (k-means), on every rank alike."""
         module = self.module
-        latent, components = self._collect_latent()
+        latent, latent_var, components = self._collect_latent()
         was_training = module.training
-        module.prior.initialize_from_latent(latent, components, seed=settings.seed or 0)
+        module.prior.initialize_from_latent(
+            latent, components, seed=settings.seed or 0, latent_var=latent_var
+        )
         module.prior_initialized.fill_(True)
         module.train(was_training)
         strategy = getattr(self.trainer, "strategy", None)
@@ -128,15 +150,16 @@ class MixTrainingPlan(TrainingPlan):
             state = strategy.broadcast({k: v.cpu() for k, v in module.prior.state_dict().items()})
             module.prior.load_state_dict(state)
 
-    def _collect_latent(self) -> tuple[np.ndarray, np.ndarray | None]:
+    def _collect_latent(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         module = self.module
         was_training = module.training
         module.eval()
-        latents, comps, n = [], [], 0
+        latents, variances, comps, n = [], [], [], 0
         for tensors in self.trainer.train_dataloader:
             tensors = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in tensors.items()}
             out = module.inference(**module._get_inference_input(tensors))
             latents.append(out[MODULE_KEYS.QZ_KEY].loc.cpu().numpy())
+            variances.append(out[MODULE_KEYS.QZ_KEY].scale.pow(2).cpu().numpy())
             if getattr(module, "n_label_components", 0):
                 comps.append(module._components(tensors).cpu().numpy())
             n += latents[-1].shape[0]
@@ -147,7 +170,7 @@ class MixTrainingPlan(TrainingPlan):
         if not np.isfinite(latent).all():
             warnings.warn("Non-finite latent values while initialising the mixture.", stacklevel=2)
             latent = np.nan_to_num(latent)
-        return latent, (np.concatenate(comps) if comps else None)
+        return latent, np.concatenate(variances), (np.concatenate(comps) if comps else None)
 
 
 __all__ = ["MixTrainingPlan", "NonFiniteLossError", "check_finite_loss"]

@@ -1,0 +1,415 @@
+"""Torch module of MultiMixVI: RNA + ATAC encoders sharing one (mixture) prior, BABEL-style."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from scvi import REGISTRY_KEYS
+from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
+from scvi.module._constants import MODULE_KEYS
+from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from scvi.nn import DecoderSCVI, Encoder, FCLayers
+from torch import nn
+from torch.distributions import Normal, kl_divergence
+
+from mixvi.module._mixvae import known_components
+from mixvi.priors import LatentPrior, MixturePrior, PriorName, StandardNormalPrior, make_prior
+
+ATAC_X_KEY = REGISTRY_KEYS.ATAC_X_KEY
+
+
+class SparseInputEncoder(nn.Module):
+    """Gaussian encoder whose first layer multiplies a sparse copy of the input.
+
+    ATAC rows are ~99.6% zero, so ``x @ W`` as a sparse product is much cheaper than the
+    dense :class:`~scvi.nn.Encoder`'s first layer (forward and backward). Same outputs as
+    scvi's encoder: ``(q(z|x), h)`` with ``h`` the trunk's last hidden layer.
+    """
+
+    def __init__(self, n_input: int, n_output: int, n_hidden: int, n_layers: int, dropout_rate: float):
+        super().__init__()
+        self.first = nn.Linear(n_input, n_hidden)
+        self.post = nn.Sequential(
+            nn.BatchNorm1d(n_hidden, momentum=0.01, eps=1e-3), nn.ReLU(), nn.Dropout(dropout_rate)
+        )
+        self.rest = (
+            FCLayers(n_hidden, n_hidden, n_layers=n_layers - 1, n_hidden=n_hidden, dropout_rate=dropout_rate)
+            if n_layers > 1
+            else nn.Identity()
+        )
+        self.mean_encoder = nn.Linear(n_hidden, n_output)
+        self.var_encoder = nn.Linear(n_hidden, n_output)
+        self.var_eps = 1e-4
+
+    def forward(self, x: torch.Tensor) -> tuple[Normal, torch.Tensor]:
+        h = torch.sparse.mm(x.to_sparse(), self.first.weight.t()) + self.first.bias
+        h = self.rest(self.post(h))
+        q_v = torch.exp(self.var_encoder(h)) + self.var_eps
+        return Normal(self.mean_encoder(h), q_v.sqrt()), h
+
+
+def symmetric_kl(q1: Normal, q2: Normal) -> torch.Tensor:
+    """Symmetric KL ``KL(q1||q2) + KL(q2||q1)`` of diagonal Gaussians, shape ``(n_cells,)``."""
+    return (kl_divergence(q1, q2) + kl_divergence(q2, q1)).sum(-1)
+
+
+class MultiMixVAE(BaseModuleClass):
+    """Two-modality VAE (RNA + ATAC) whose two encoders share one trainable latent prior.
+
+    Generative model, for a cell with RNA counts ``x`` and peaks ``y``:
+
+    * ``q(z|x)`` and ``q(z|y)``: two diagonal Gaussians (scvi :class:`~scvi.nn.Encoder`),
+      each regularised towards the **same** prior ``p(z)`` (``make_prior``);
+    * RNA: ``x ~ NB(l * rho(z, s), theta)`` (or ZINB), ``l`` the observed library size,
+      ``rho`` = :class:`~scvi.nn.DecoderSCVI` with the batch ``s``;
+    * ATAC: ``y > 0 ~ Bernoulli(sigmoid(g(z, s) + a))`` where ``g`` is a decoder and ``a``
+      a per-cell accessibility factor (logit offset, PeakVI's cell factor in logit space;
+      the peak factor is the output bias) predicted from the encoder trunk of the source
+      modality, so it is available when translating from RNA alone; or, with
+      ``atac_likelihood="poisson"``, ``y ~ Poisson(exp(g(z, s) + a))``.
+
+    Loss of a paired cell (BABEL style): the four reconstructions RNA<-z_rna, ATAC<-z_atac,
+    RNA<-z_atac, ATAC<-z_rna, plus ``kl_weight`` x (KL(q_rna||p) + KL(q_atac||p)), plus
+    ``alignment_weight`` x the symmetric KL between ``q(z|x)`` and ``q(z|y)``. A cell with
+    one modality (the other row all zero) contributes only that modality's reconstruction
+    and KL; the shared prior places it among the paired cells (mosaic integration).
+
+    Parameters
+    ----------
+    n_genes, n_peaks
+        Features of each modality.
+    n_batch
+        Number of batches (0 or 1: none); the batch enters both decoders.
+    n_latent
+        Latent dimensionality ``d``.
+    prior, n_components, prior_kwargs
+        Shared prior, see :func:`mixvi.priors.make_prior`.
+    n_label_components
+        Known labels tied to the first components (label prior); 0 disables.
+    n_hidden, n_layers, dropout_rate
+        Encoder/decoder sizes (both modalities).
+    gene_likelihood
+        ``"nb"`` or ``"zinb"``.
+    atac_likelihood
+        ``"bernoulli"`` (binarised peaks) or ``"poisson"`` (peak counts).
+    alignment_weight
+        Weight of the symmetric KL between the two posteriors of a paired cell.
+    cross_weight
+        Weight of the two cross reconstructions (RNA<-z_atac, ATAC<-z_rna).
+    encode_covariates
+        Give the batch to the RNA encoder as well (the sparse ATAC encoder never sees it).
+    cross_peak_fraction
+        During training, the ATAC<-z_rna term is computed on this random fraction of the
+        peaks (a fresh subset every minibatch) and rescaled, an unbiased estimate that
+        cuts the cost of the widest layer; ``1.0`` uses all peaks.
+    pretrain_normal
+        Use N(0, I) until :class:`~mixvi.train.MixTrainingPlan` initialises the mixture.
+    """
+
+    def __init__(
+        self,
+        n_genes: int,
+        n_peaks: int,
+        n_batch: int = 0,
+        n_latent: int = 16,
+        prior: PriorName = "gmm",
+        n_components: int = 10,
+        prior_kwargs: dict | None = None,
+        n_label_components: int = 0,
+        n_hidden: int = 128,
+        n_layers: int = 1,
+        dropout_rate: float = 0.1,
+        gene_likelihood: Literal["nb", "zinb"] = "nb",
+        atac_likelihood: Literal["bernoulli", "poisson"] = "bernoulli",
+        alignment_weight: float = 0.2,
+        cross_weight: float = 1.0,
+        encode_covariates: bool = False,
+        cross_peak_fraction: float = 0.25,
+        pretrain_normal: bool = True,
+    ):
+        super().__init__()
+        if gene_likelihood not in ("nb", "zinb"):
+            raise ValueError(f"gene_likelihood must be 'nb' or 'zinb', got {gene_likelihood!r}.")
+        if atac_likelihood not in ("bernoulli", "poisson"):
+            raise ValueError(
+                f"atac_likelihood must be 'bernoulli' or 'poisson', got {atac_likelihood!r}."
+            )
+        self.n_genes, self.n_peaks, self.n_batch, self.n_latent = n_genes, n_peaks, n_batch, n_latent
+        self.gene_likelihood, self.atac_likelihood = gene_likelihood, atac_likelihood
+        self.alignment_weight, self.cross_weight = alignment_weight, cross_weight
+        self.encode_covariates = encode_covariates
+        if not 0.0 < cross_peak_fraction <= 1.0:
+            raise ValueError(f"cross_peak_fraction must be in (0, 1], got {cross_peak_fraction}.")
+        self.cross_peak_fraction = cross_peak_fraction
+        self.prior: LatentPrior = make_prior(prior, n_latent, n_components, **(prior_kwargs or {}))
+        self.is_mixture = isinstance(self.prior, MixturePrior)
+        if n_label_components and not self.is_mixture:
+            raise ValueError("A label prior needs a mixture prior (prior='gmm' or 'hierarchical').")
+        n_assignable = getattr(self.prior, "n_leaves", self.prior.n_components)
+        if n_label_components > n_assignable:
+            raise ValueError(
+                f"{n_label_components} known labels need at least as many mixture components "
+                f"(got {n_assignable}); raise n_components."
+            )
+        self.n_label_components = n_label_components
+        self.standard_normal = StandardNormalPrior(n_latent)
+        self.register_buffer("prior_initialized", torch.tensor(not (pretrain_normal and self.is_mixture)))
+
+        cat_list = [n_batch] if n_batch > 1 else None
+        enc_cats = cat_list if encode_covariates else None
+        common = {"n_layers": n_layers, "n_hidden": n_hidden, "dropout_rate": dropout_rate}
+        self.rna_encoder = Encoder(n_genes, n_latent, n_cat_list=enc_cats, **common)
+        self.atac_encoder = SparseInputEncoder(n_peaks, n_latent, n_hidden, n_layers, dropout_rate)
+        # per-cell ATAC factor (logit offset), from each modality's encoder trunk
+        self.atac_factor_from_rna = nn.Linear(n_hidden, 1)
+        self.atac_factor_from_atac = nn.Linear(n_hidden, 1)
+        self.rna_decoder = DecoderSCVI(
+            n_latent, n_genes, n_cat_list=cat_list, n_layers=n_layers, n_hidden=n_hidden
+        )
+        self.px_r = nn.Parameter(torch.randn(n_genes))
+        self.atac_decoder = FCLayers(
+            n_in=n_latent, n_out=n_hidden, n_cat_list=cat_list, n_layers=n_layers,
+            n_hidden=n_hidden, dropout_rate=0.0, use_batch_norm=False, use_layer_norm=True,
+        )
+        self.atac_output = nn.Linear(n_hidden, n_peaks)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _components(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        if not self.n_label_components:
+            return None
+        return known_components(tensors[REGISTRY_KEYS.LABELS_KEY], self.n_label_components)
+
+    def _cats(self, batch_index: torch.Tensor) -> tuple:
+        return (batch_index,) if self.n_batch > 1 else ()
+
+    def _atac_input(self, y: torch.Tensor) -> torch.Tensor:
+        return (y > 0).float() if self.atac_likelihood == "bernoulli" else torch.log1p(y)
+
+    @auto_move_data
+    def encode(
+        self, modality: Literal["rna", "atac"], x: torch.Tensor, batch_index: torch.Tensor
+    ) -> tuple[Normal, torch.Tensor]:
+        """Posterior of one modality and the ATAC factor predicted from it.
+
+        Parameters
+        ----------
+        modality
+            ``"rna"`` (``x`` = counts, ``(n, n_genes)``) or ``"atac"`` (``(n, n_peaks)``).
+        x
+            Raw counts.
+        batch_index
+            Batch codes, ``(n, 1)``.
+
+        Returns
+        -------
+        ``(q(z|x), atac_factor)``: Normal with ``(n, n_latent)`` parameters, ``(n, 1)`` offset.
+        """
+        if modality == "atac":
+            qz, h = self.atac_encoder(self._atac_input(x))
+            return qz, self.atac_factor_from_atac(h)
+        enc = self.rna_encoder
+        cats = self._cats(batch_index) if self.encode_covariates else ()
+        h = enc.encoder(torch.log1p(x), *cats)
+        q_m = enc.mean_encoder(h)
+        q_v = enc.var_activation(enc.var_encoder(h)) + enc.var_eps
+        return Normal(q_m, q_v.sqrt()), self.atac_factor_from_rna(h)
+
+    def decode_rna(
+        self, z: torch.Tensor, batch_index: torch.Tensor, library: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.distributions.Distribution]:
+        """Normalised expression ``(n, n_genes)`` and the count distribution."""
+        px_scale, _, px_rate, px_dropout = self.rna_decoder(
+            "gene", z, library, *self._cats(batch_index)
+        )
+        theta = torch.exp(self.px_r)
+        if self.gene_likelihood == "zinb":
+            px = ZeroInflatedNegativeBinomial(mu=px_rate, theta=theta, zi_logits=px_dropout, scale=px_scale)
+        else:
+            px = NegativeBinomial(mu=px_rate, theta=theta, scale=px_scale)
+        return px_scale, px
+
+    def decode_atac(
+        self,
+        z: torch.Tensor,
+        batch_index: torch.Tensor,
+        factor: torch.Tensor,
+        peaks: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """ATAC logits (Bernoulli) or log-rates (Poisson), shape ``(n, n_peaks)``.
+
+        ``peaks`` (column indices) restricts the output to those peaks, ``(n, len(peaks))``.
+        """
+        h = self.atac_decoder(z, *self._cats(batch_index))
+        if peaks is None:
+            return self.atac_output(h) + factor
+        w, b = self.atac_output.weight[peaks], self.atac_output.bias[peaks]
+        return F.linear(h, w, b) + factor
+
+    def accessibility(self, out: torch.Tensor) -> torch.Tensor:
+        """Probability that a peak is open, from :meth:`decode_atac`'s output."""
+        if self.atac_likelihood == "bernoulli":
+            return torch.sigmoid(out)
+        return -torch.expm1(-torch.exp(out))
+
+    # -- scvi-tools module interface ---------------------------------------------------------
+    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {
+            "x_rna": tensors[REGISTRY_KEYS.X_KEY],
+            "x_atac": tensors[ATAC_X_KEY],
+            "batch_index": tensors[REGISTRY_KEYS.BATCH_KEY],
+        }
+
+    @auto_move_data
+    def inference(
+        self,
+        x_rna: torch.Tensor,
+        x_atac: torch.Tensor,
+        batch_index: torch.Tensor,
+        n_samples: int = 1,
+    ) -> dict[str, torch.Tensor | Normal]:
+        """Both posteriors, samples, masks and the joint posterior.
+
+        The joint posterior (key ``qz``) is the average of the two posteriors for paired
+        cells -- ``N((mu_r + mu_a) / 2, (s_r^2 + s_a^2) / 4)`` -- and the available one for
+        cells with a single modality. Modality presence: a cell has RNA (ATAC) when its
+        RNA (ATAC) row is not all zero.
+        """
+        has_rna = (x_rna.sum(1) > 0).float()
+        has_atac = (x_atac.sum(1) > 0).float()
+        qz_rna, fac_rna = self.encode("rna", x_rna, batch_index)
+        qz_atac, fac_atac = self.encode("atac", x_atac, batch_index)
+        both = (has_rna * has_atac).unsqueeze(-1)
+        w_rna = torch.where(both > 0, 0.5, has_rna.unsqueeze(-1))
+        w_atac = 1.0 - w_rna
+        loc = w_rna * qz_rna.loc + w_atac * qz_atac.loc
+        scale = (w_rna.pow(2) * qz_rna.scale.pow(2) + w_atac.pow(2) * qz_atac.scale.pow(2)).sqrt()
+        qz = Normal(loc, scale.clamp(min=1e-6))
+        shape = (n_samples,) if n_samples > 1 else ()
+        library = torch.log(x_rna.sum(1, keepdim=True).clamp(min=1.0))
+        return {
+            MODULE_KEYS.QZ_KEY: qz,
+            MODULE_KEYS.Z_KEY: qz.rsample(shape),
+            "qz_rna": qz_rna,
+            "qz_atac": qz_atac,
+            "z_rna": qz_rna.rsample(shape),
+            "z_atac": qz_atac.rsample(shape),
+            "factor_rna": fac_rna,
+            "factor_atac": fac_atac,
+            "has_rna": has_rna,
+            "has_atac": has_atac,
+            MODULE_KEYS.LIBRARY_KEY: library,
+        }
+
+    def _get_generative_input(self, tensors: dict, inference_outputs: dict) -> dict:
+        keys = ("z_rna", "z_atac", "factor_rna", "factor_atac", MODULE_KEYS.LIBRARY_KEY)
+        out = {k: inference_outputs[k] for k in keys}
+        out["batch_index"] = tensors[REGISTRY_KEYS.BATCH_KEY]
+        return out
+
+    @auto_move_data
+    def generative(
+        self,
+        z_rna: torch.Tensor,
+        z_atac: torch.Tensor,
+        factor_rna: torch.Tensor,
+        factor_atac: torch.Tensor,
+        library: torch.Tensor,
+        batch_index: torch.Tensor,
+    ) -> dict:
+        """Decode both latents with both decoders.
+
+        RNA: one stacked pass over ``[z_rna; z_atac]``. ATAC: ``z_atac`` with its own factor
+        over all peaks, ``z_rna`` with the RNA-predicted factor over a random peak subset
+        while training (see ``cross_peak_fraction``).
+        """
+        b2 = torch.cat([batch_index, batch_index])
+        _, px = self.decode_rna(torch.cat([z_rna, z_atac]), b2, torch.cat([library, library]))
+        atac_own = self.decode_atac(z_atac, batch_index, factor_atac)
+        peaks = None
+        if self.training and self.cross_peak_fraction < 1.0:
+            k = max(int(round(self.cross_peak_fraction * self.n_peaks)), 1)
+            peaks = torch.randperm(self.n_peaks, device=z_rna.device)[:k]
+        atac_cross = self.decode_atac(z_rna, batch_index, factor_rna, peaks)
+        return {"px": px, "atac_own": atac_own, "atac_cross": atac_cross, "cross_peaks": peaks}
+
+    def _atac_nll(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-cell ATAC negative log-likelihood, shape ``(n,)``.
+
+        Dense part (``softplus`` / ``exp`` of every entry) plus a gather over the few
+        non-zero entries of ``y`` -- much cheaper than ``binary_cross_entropy_with_logits``.
+        """
+        rows, cols = torch.nonzero(y, as_tuple=True)
+        at = out[rows, cols]
+        if self.atac_likelihood == "bernoulli":
+            dense, pos = F.softplus(out).sum(-1), at
+        else:  # Poisson, without the log(y!) constant
+            dense, pos = torch.exp(out).sum(-1), y[rows, cols] * at
+        return dense - torch.zeros_like(dense).index_add_(0, rows, pos)
+
+    def loss(
+        self,
+        tensors: dict[str, torch.Tensor],
+        inference_outputs: dict,
+        generative_outputs: dict,
+        kl_weight: float = 1.0,
+    ) -> LossOutput:
+        """Four-way reconstruction + KL of each posterior to the shared prior + alignment.
+
+        Returns
+        -------
+        :class:`~scvi.module.base.LossOutput`: ``reconstruction_loss`` is a dict of the four
+        per-cell terms (masked by modality presence), ``kl_local["kl_divergence_z"]`` the
+        summed prior KL of the available posteriors, ``extra_metrics`` the batch means of
+        each term, the alignment term and the mixture entropy.
+        """
+        x, y = tensors[REGISTRY_KEYS.X_KEY], tensors[ATAC_X_KEY]
+        inf = inference_outputs
+        m_r, m_a = inf["has_rna"], inf["has_atac"]
+        paired = m_r * m_a
+        n = x.shape[0]
+        rna_nll = -generative_outputs["px"].log_prob(torch.cat([x, x])).sum(-1)
+        peaks = generative_outputs["cross_peaks"]
+        atac_cross = self._atac_nll(
+            generative_outputs["atac_cross"], y if peaks is None else y[:, peaks]
+        )
+        if peaks is not None:
+            atac_cross = atac_cross * (self.n_peaks / peaks.numel())
+        rec = {
+            "rna": rna_nll[:n] * m_r,
+            "atac": self._atac_nll(generative_outputs["atac_own"], y) * m_a,
+            "rna_from_atac": self.cross_weight * rna_nll[n:] * paired,
+            "atac_from_rna": self.cross_weight * atac_cross * paired,
+        }
+        component = self._components(tensors)
+        qz_r, qz_a = inf["qz_rna"], inf["qz_atac"]
+        if self.prior_initialized:
+            kl_r = self.prior.kl(qz_r, inf["z_rna"], component)
+            kl_a = self.prior.kl(qz_a, inf["z_atac"], component)
+        else:
+            kl_r, kl_a = self.standard_normal.kl(qz_r), self.standard_normal.kl(qz_a)
+        kl_z = kl_r * m_r + kl_a * m_a
+        align = symmetric_kl(qz_r, qz_a) * paired
+        total_rec = sum(rec.values())
+        loss = torch.mean(total_rec + kl_weight * kl_z + self.alignment_weight * align)
+        extra = {f"reconstruction_{k}": v.mean().detach() for k, v in rec.items()}
+        extra["alignment_symkl"] = (align.sum() / paired.sum().clamp(min=1)).detach()
+        if self.is_mixture:
+            extra["mixture_entropy"] = self.prior.mixture_entropy().detach()
+        return LossOutput(
+            loss=loss,
+            reconstruction_loss=rec,
+            kl_local={MODULE_KEYS.KL_Z_KEY: kl_z},
+            extra_metrics=extra,
+        )
+
+    # -- assignments -------------------------------------------------------------------------
+    @torch.inference_mode()
+    def cluster_probabilities(self, inference_outputs: dict) -> torch.Tensor:
+        """Prior responsibilities at the joint posterior, shape ``(n_cells, K)``."""
+        qz = inference_outputs[MODULE_KEYS.QZ_KEY]
+        return self.prior.responsibilities(qz.loc, qz.scale)
+
+
+__all__ = ["MultiMixVAE", "symmetric_kl"]

@@ -1,0 +1,271 @@
+"""mixvi.pl: training curves, the mixture on a UMAP, cluster confusion and the tree.
+
+One tiny synthetic dataset (300 cells x 50 genes, Poisson counts, 3 types, 2 batches),
+one GMM and one hierarchical model of 3 components, each trained 4 epochs.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import anndata as ad
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+import scvi  # noqa: E402
+
+import mixvi  # noqa: E402
+from mixvi.data import assert_unchanged, snapshot  # noqa: E402
+
+warnings.filterwarnings("ignore", module="lightning")
+logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+
+TRAIN = {
+    "max_epochs": 4,
+    "train_size": 0.8,
+    "check_val_every_n_epoch": 2,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+    "log_every_n_steps": 1,
+}
+RESULT_KEYS = ("mixvi_cluster", "mixvi_cluster_confidence", "mixvi_cluster_probs", "X_mixvi")
+
+
+def _synthetic(seed: int = 0) -> ad.AnnData:
+    rng = np.random.default_rng(seed)
+    n_cells, n_genes = 300, 50
+    types = rng.integers(0, 3, n_cells)
+    batches = rng.integers(0, 2, n_cells)
+    rates = rng.gamma(0.8, 1.0, (3, n_genes)) * 4
+    counts = rng.poisson(rates[types] * np.exp(rng.normal(0, 0.3, (2, n_genes)))[batches])
+    counts[:, 0] += 1
+    X = sp.csr_matrix(counts.astype(np.float32))
+    adata = ad.AnnData(
+        X=X,
+        obs=pd.DataFrame(
+            {
+                "batch": pd.Categorical([f"b{b}" for b in batches]),
+                "cell_type": pd.Categorical([f"t{t}" for t in types]),
+            },
+            index=[f"cell{i}" for i in range(n_cells)],
+        ),
+        var=pd.DataFrame(index=[f"gene{j}" for j in range(n_genes)]),
+    )
+    adata.layers["counts"] = X.copy()
+    return adata
+
+
+@pytest.fixture(scope="module")
+def gmm():
+    """(model, adata) with clusters written and a UMAP of the latent."""
+    import scanpy as sc
+
+    scvi.settings.seed = 0
+    adata = _synthetic()
+    mixvi.MixVI.setup_anndata(adata, layer="counts", batch_key="batch")
+    model = mixvi.MixVI(adata, n_latent=4, n_components=3)
+    model.train(**TRAIN)
+    model.write_to_adata(adata)
+    sc.pp.neighbors(adata, use_rep="X_mixvi", n_neighbors=10)
+    sc.tl.umap(adata)
+    return model, adata
+
+
+@pytest.fixture(scope="module")
+def hierarchical():
+    scvi.settings.seed = 0
+    adata = _synthetic()
+    mixvi.MixVI.setup_anndata(adata, layer="counts", batch_key="batch")
+    model = mixvi.MixVI(adata, n_latent=4, n_components=3, prior="hierarchical")
+    model.train(**TRAIN)
+    return model, adata
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.texts]
+
+
+# -- training_curves ------------------------------------------------------------------------
+def test_training_curves_panels_and_lines(gmm):
+    model, _ = gmm
+    fig = mixvi.pl.training_curves(model, show=False)
+    axes = fig.axes
+    # elbo, reconstruction_loss, kl_local + the mixture-entropy panel
+    assert len(axes) == 4
+    for axis in axes[:3]:
+        labels = [line.get_label() for line in axis.get_lines()]
+        assert labels == ["train", "validation"]
+        train, val = axis.get_lines()
+        np.testing.assert_array_equal(train.get_xdata(), np.arange(4))
+        # validation every 2 epochs: only the epochs that were logged
+        np.testing.assert_array_equal(val.get_xdata(), [1, 3])
+    entropy = axes[3]
+    assert entropy.get_title() == "mixture weight entropy"
+    log_k = [line for line in entropy.get_lines() if line.get_label().startswith("log K")]
+    assert len(log_k) == 1 and np.allclose(log_k[0].get_ydata(), np.log(3))
+    h = model.history["mixture_entropy_train"].to_numpy().ravel().astype(float)
+    np.testing.assert_allclose(entropy.get_lines()[0].get_ydata(), h)
+
+
+def test_training_curves_from_history_dict_and_errors(gmm, tmp_path):
+    model, _ = gmm
+    history = dict(model.history)
+    fig = mixvi.pl.training_curves(history, keys=("elbo", "not_a_term"), mixture_entropy=False,
+                                   show=False)
+    assert len(fig.axes) == 1  # the missing key is skipped
+    with pytest.raises(ValueError, match="None of the keys"):
+        mixvi.pl.training_curves(history, keys=("nope",), mixture_entropy=False, show=False)
+    with pytest.raises(ValueError, match="empty"):
+        mixvi.pl.training_curves({}, show=False)
+    with pytest.raises(ValueError, match="Axes"):
+        _, ax = plt.subplots()
+        mixvi.pl.training_curves(model, ax=ax, show=False)  # 4 panels, 1 Axes
+    path = tmp_path / "curves.png"
+    assert mixvi.pl.training_curves(model, show=True, save=path) is None
+    assert path.stat().st_size > 1000
+
+
+# -- mixture --------------------------------------------------------------------------------
+def test_mixture_markers_labels_and_unchanged(gmm, tmp_path):
+    model, adata = gmm
+    before = snapshot(adata)
+    path = tmp_path / "sub" / "mixture"  # no suffix: .png is added, folder is created
+    ax = mixvi.pl.mixture(adata, model, show=False, save=path)
+    assert (tmp_path / "sub" / "mixture.png").stat().st_size > 1000
+    used = sorted(adata.obs["mixvi_cluster"].astype(str).unique())
+    assert sorted(_texts(ax)) == used  # one label per used component
+    # one scatter of cells + one marker per used component
+    assert len(ax.collections) == 1 + len(used)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert len(legend) == 3 and all("π=" in t for t in legend)
+    assert f"{len(used)} of 3 components" in ax.get_title()
+    assert_unchanged(before, adata)
+
+
+def test_mixture_lists_empty_components(gmm):
+    model, adata = gmm
+    view = adata.copy()
+    view.obs["mixvi_cluster"] = pd.Categorical(["0"] * view.n_obs)
+    ax = mixvi.pl.mixture(view, size_by="count", show=False)
+    assert "no cells: 1, 2" in ax.get_title()
+    assert _texts(ax) == ["0"]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == [f"0 (n={view.n_obs})", "1 (no cells)", "2 (no cells)"]
+    assert "cell count" in ax.get_legend().get_title().get_text()
+    with pytest.raises(KeyError, match="X_tsne"):
+        mixvi.pl.mixture(view, basis="tsne", show=False)
+    with pytest.raises(ValueError, match="size_by='weight'"):
+        mixvi.pl.mixture(view, size_by="weight", show=False)
+
+
+def test_mixture_draws_into_given_axes(gmm, tmp_path):
+    model, adata = gmm
+    fig, (left, right) = plt.subplots(1, 2)
+    out = mixvi.pl.mixture(adata, model, ax=right, legend=False, show=False)
+    assert out is right and len(left.collections) == 0 and len(right.collections) > 1
+    # saving through a caller's Axes writes the whole figure and leaves it open
+    mixvi.pl.cluster_confusion(adata, ax=left, show=True, save=tmp_path / "both.png")
+    assert plt.fignum_exists(fig.number)
+    assert (tmp_path / "both.png").stat().st_size > 1000
+
+
+# -- cluster_confusion ----------------------------------------------------------------------
+def _toy_labels() -> ad.AnnData:
+    clusters = ["c2"] * 8 + ["c0"] * 2 + ["c1"] * 6 + ["c3"] * 4
+    labels = ["A"] * 8 + ["B"] * 2 + ["B"] * 6 + ["A"] * 3 + ["B"]
+    obs = pd.DataFrame({"cl": pd.Categorical(clusters), "ct": pd.Categorical(labels)},
+                       index=[f"c{i}" for i in range(len(clusters))])
+    return ad.AnnData(obs=obs)
+
+
+def test_cluster_confusion_orders_diagonal_and_normalises():
+    adata = _toy_labels()
+    before = snapshot(adata)
+    ax = mixvi.pl.cluster_confusion(adata, "cl", "ct", normalize="cluster", show=False)
+    table = ax.confusion_table
+    # Hungarian: c2 <-> A and c1 <-> B are matched; c3 (mostly A) follows c2, c0 follows c1
+    assert list(table.index) == ["c2", "c3", "c1", "c0"]
+    assert list(table.columns) == ["A", "B"]
+    np.testing.assert_allclose(table.sum(1), 1.0)
+    assert table.loc["c3", "A"] == pytest.approx(0.75)
+    assert "0.75" in _texts(ax) and "1.00" in _texts(ax)
+    assert [t.get_text() for t in ax.get_yticklabels()][0] == "c2 (n=8)"
+
+    ax = mixvi.pl.cluster_confusion(adata, "cl", "ct", normalize="label", show=False)
+    np.testing.assert_allclose(ax.confusion_table.sum(0), 1.0)
+    ax = mixvi.pl.cluster_confusion(adata, "cl", "ct", normalize=None, show=False)
+    expected = pd.crosstab(adata.obs["cl"], adata.obs["ct"]).loc[list(ax.confusion_table.index)]
+    np.testing.assert_array_equal(ax.confusion_table.to_numpy(), expected.to_numpy())
+    assert "8" in _texts(ax) and "0" not in _texts(ax)  # zero cells are left blank
+    assert_unchanged(before, adata)
+
+    with pytest.raises(ValueError, match="normalize"):
+        mixvi.pl.cluster_confusion(adata, "cl", "ct", normalize="rows", show=False)
+    with pytest.raises(KeyError, match="cell_type"):
+        mixvi.pl.cluster_confusion(adata, "cl", show=False)
+
+
+def test_cluster_confusion_on_model_output(gmm, tmp_path):
+    _, adata = gmm
+    path = tmp_path / "confusion.pdf"
+    ax = mixvi.pl.cluster_confusion(adata, show=False, save=path)
+    assert path.stat().st_size > 1000
+    table = ax.confusion_table
+    assert table.shape[1] == 3
+    assert set(table.index) == set(adata.obs["mixvi_cluster"].astype(str))
+
+
+# -- tree -----------------------------------------------------------------------------------
+def test_tree_rejects_non_hierarchical_prior(gmm):
+    model, _ = gmm
+    with pytest.raises(ValueError, match="prior='hierarchical'"):
+        mixvi.pl.tree(model, show=False)
+
+
+def test_tree_dendrogram_counts_markers_and_unchanged(hierarchical, tmp_path):
+    model, adata = hierarchical
+    before = snapshot(adata)
+    path = tmp_path / "tree.png"
+    ax = mixvi.pl.tree(model, n_genes=2, show=False, save=path)
+    assert path.stat().st_size > 1000
+    assert_unchanged(before, adata)  # markers come from a log-normalised copy
+    ticks = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(ticks) == model.module.prior.n_leaves == 3
+    counts = [int(t.split("n=")[1].split()[0]) for t in ticks]
+    assert sum(counts) == adata.n_obs
+    assignments = model.get_cluster_assignments()["cluster"].astype(str).value_counts()
+    for t in ticks:
+        name = t.split()[0]
+        assert int(t.split("n=")[1].split()[0]) == assignments.get(name, 0)
+        if assignments.get(name, 0) >= 2 and (assignments >= 2).sum() >= 2:
+            assert "gene" in t  # marker genes of a leaf with cells
+    # internal nodes: L - 1 of them, labelled with their cells; the root holds all
+    internal = _texts(ax)
+    assert len(internal) == 2 and f"(n={adata.n_obs})" in " ".join(internal)
+    # U-shapes: 3 line segments per merge
+    assert len(ax.get_lines()) == 3 * 2
+
+
+def test_tree_depth_heights_and_cluster_key(hierarchical):
+    model, adata = hierarchical
+    view = adata.copy()
+    leaves = model.component_names()[: model.module.prior.n_leaves]
+    view.obs["leaf"] = pd.Categorical([leaves[0]] * view.n_obs)
+    ax = mixvi.pl.tree(model, view, cluster_key="leaf", n_genes=0, height="depth", show=False)
+    ticks = [t.get_text() for t in ax.get_yticklabels()]
+    assert any(t == f"{leaves[0]}  n={view.n_obs}" for t in ticks)  # no genes with n_genes=0
+    root_x = max(max(line.get_xdata()) for line in ax.get_lines())
+    assert root_x == model.module.prior.n_levels  # balanced tree of 3 leaves: 2 merges deep
