@@ -56,7 +56,10 @@ def _synthetic(seed: int = 0) -> ad.AnnData:
             },
             index=[f"cell{i}" for i in range(n_cells)],
         ),
-        var=pd.DataFrame(index=[f"gene{j}" for j in range(n_genes)]),
+        var=pd.DataFrame(
+            {"symbol": [f"SYM{j}" for j in range(n_genes)]},
+            index=[f"gene{j}" for j in range(n_genes)],
+        ),
     )
     adata.layers["counts"] = X.copy()
     return adata
@@ -239,7 +242,7 @@ def test_tree_dendrogram_counts_markers_and_unchanged(hierarchical, tmp_path):
     model, adata = hierarchical
     before = snapshot(adata)
     path = tmp_path / "tree.png"
-    ax = mixvi.pl.tree(model, n_genes=2, show=False, save=path)
+    ax = mixvi.pl.tree(model, n_genes=2, gene_symbols="symbol", show=False, save=path)
     assert path.stat().st_size > 1000
     assert_unchanged(before, adata)  # markers come from a log-normalised copy
     ticks = [t.get_text() for t in ax.get_yticklabels()]
@@ -251,12 +254,14 @@ def test_tree_dendrogram_counts_markers_and_unchanged(hierarchical, tmp_path):
         name = t.split()[0]
         assert int(t.split("n=")[1].split()[0]) == assignments.get(name, 0)
         if assignments.get(name, 0) >= 2 and (assignments >= 2).sum() >= 2:
-            assert "gene" in t  # marker genes of a leaf with cells
+            assert "SYM" in t  # marker genes of a leaf with cells, by their symbol
     # internal nodes: L - 1 of them, labelled with their cells; the root holds all
     internal = _texts(ax)
     assert len(internal) == 2 and f"(n={adata.n_obs})" in " ".join(internal)
-    # U-shapes: 3 line segments per merge
+    # U-shapes: 3 line segments per merge; every merge at its own, increasing height
     assert len(ax.get_lines()) == 3 * 2
+    merge_x = [line.get_xdata()[0] for line in ax.get_lines()[2::3]]
+    assert merge_x[1] > merge_x[0] > 0
 
 
 def test_tree_depth_heights_and_cluster_key(hierarchical):

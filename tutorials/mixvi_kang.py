@@ -195,8 +195,8 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.no_tree:
         print("\nMixVI (prior='hierarchical'):")
         tree_model = train(adata, args, prior="hierarchical")
-        mixvi.pl.tree(tree_model, adata, cluster_key=None, n_genes=3, show=False,
-                      save=figdir / "kang_tree.png")
+        mixvi.pl.tree(tree_model, adata, cluster_key=None, n_genes=3,
+                      gene_symbols="gene_symbol", show=False, save=figdir / "kang_tree.png")
         leaves = tree_model.get_cluster_assignments()["cluster"]
         tree_agreement = mixvi.metrics.cluster_agreement(leaves, truth)
         print(f"  leaves vs cell types: ARI {tree_agreement['ari']:.3f}, NMI "

@@ -4,6 +4,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import data, datasets, metrics, priors
 from . import pl
+from ._settings import settings
 from .model import MixVI
 from .model import MultiMixVI
 
@@ -12,4 +13,4 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.1.0"
 
-__all__ = ["MultiMixVI", "MixVI", "data", "datasets", "metrics", "priors", "__version__"]
+__all__ = ["MultiMixVI", "MixVI", "data", "datasets", "metrics", "priors", "settings", "__version__"]

@@ -299,7 +299,23 @@ class MixVI(
             Passed to :class:`~mixvi.train.MixTrainingPlan` (``lr``, ``weight_decay``, ...).
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` / Lightning (``strategy``,
-            ``gradient_clip_val``, ``early_stopping_patience``, ``enable_progress_bar``, ...).
+            ``gradient_clip_val``, ``early_stopping_patience``, ``enable_progress_bar``,
+            ``callbacks``, ``ckpt_path``, ...).
+
+        Notes
+        -----
+        A NaN or infinite loss term (or gradient) stops training with
+        :class:`~mixvi.train.NonFiniteLossError` naming the term; the model keeps the
+        weights of the last completed step and ``history`` the completed epochs.
+
+        Resume: train with ``callbacks=[lightning.pytorch.callbacks.ModelCheckpoint(dirpath=d,
+        save_last=True)]``, then build the same model (same data, arguments and seed) and call
+        ``train(max_epochs=N, ckpt_path=d + "/last.ckpt")``. Weights, optimizer, epoch and
+        random generators are restored, so the resumed run matches an uninterrupted one.
+
+        Several devices: ``train(accelerator="gpu", devices=4, strategy="ddp")`` (a script,
+        not a notebook; ``num_nodes=`` for several machines). Each process sees a share of the
+        cells; the mixture is initialised on rank 0 and broadcast.
         """
         from scvi.model._utils import get_max_epochs_heuristic
 
@@ -316,14 +332,19 @@ class MixVI(
             "n_epochs_gumbel_anneal": max(max_epochs // 2, 1),
         }
         plan.update(plan_kwargs or {})
-        return super().train(
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            train_size=train_size,
-            validation_size=validation_size,
-            batch_size=batch_size,
-            early_stopping=early_stopping,
-            plan_kwargs=plan,
-            **trainer_kwargs,
-        )
+        try:
+            return super().train(
+                max_epochs=max_epochs,
+                accelerator=accelerator,
+                devices=devices,
+                train_size=train_size,
+                validation_size=validation_size,
+                batch_size=batch_size,
+                early_stopping=early_stopping,
+                plan_kwargs=plan,
+                **trainer_kwargs,
+            )
+        except BaseException:
+            # stopped (NonFiniteLossError, Ctrl-C): the kept weights are used for inference
+            self.module.eval()
+            raise

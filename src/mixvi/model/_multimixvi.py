@@ -63,7 +63,7 @@ class MultiMixVI(ClusterMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelCla
 
     Parameters
     ----------
-    mdata
+    adata
         MuData registered with :meth:`setup_mudata` (or returned by :meth:`setup_anndata`).
     n_latent
         Latent dimensionality.
@@ -105,7 +105,7 @@ class MultiMixVI(ClusterMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelCla
 
     def __init__(
         self,
-        mdata=None,
+        adata=None,
         n_latent: int = 16,
         n_components: int | None = None,
         prior: PriorName = "gmm",
@@ -123,7 +123,7 @@ class MultiMixVI(ClusterMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelCla
         pretrain_normal: bool = True,
         **module_kwargs,
     ):
-        super().__init__(mdata)
+        super().__init__(adata)
         setup = self.registry_["setup_args"]
         has_labels = setup.get("labels_key") is not None
         if use_label_prior is None:
@@ -144,8 +144,8 @@ class MultiMixVI(ClusterMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelCla
         if prior != "normal":
             prior_kwargs["learn_scales"] = learn_scales
         self.module = self._module_cls(
-            n_genes=len(self.gene_names_),
-            n_peaks=len(self.peak_names_),
+            n_genes=len(self.gene_names),
+            n_peaks=len(self.peak_names),
             n_batch=self.summary_stats.n_batch,
             n_latent=n_latent,
             prior=prior,
@@ -166,8 +166,8 @@ class MultiMixVI(ClusterMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelCla
         self.label_categories_ = list(labels_state.categorical_mapping[:-1]) if n_label else []
         self._model_summary_string = (
             f"MultiMixVI model: prior={prior!r}, n_components={self.module.prior.n_components}, "
-            f"n_latent={n_latent}, genes={len(self.gene_names_)} ({gene_likelihood}), "
-            f"peaks={len(self.peak_names_)} ({atac_likelihood}), label prior: {n_label or 'off'}."
+            f"n_latent={n_latent}, genes={len(self.gene_names)} ({gene_likelihood}), "
+            f"peaks={len(self.peak_names)} ({atac_likelihood}), label prior: {n_label or 'off'}."
         )
         self.init_params_ = self._get_init_params(locals())
 
@@ -178,7 +178,7 @@ class MultiMixVI(ClusterMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelCla
         epochs are spent learning that most peaks are closed.
         """
         setup = self.registry_["setup_args"]
-        atac = self.adata.mod[self.modalities_["atac"]]
+        atac = self.adata.mod[self.modality_names["atac"]]
         X = get_matrix(atac, setup.get("atac_layer"))
         has = np.asarray((X > 0).sum(1)).ravel() > 0
         rows = X[has] if has.any() else X
@@ -193,17 +193,17 @@ class MultiMixVI(ClusterMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelCla
 
     # -- setup -------------------------------------------------------------------------------
     @property
-    def gene_names_(self) -> pd.Index:
+    def gene_names(self) -> pd.Index:
         """Genes the model was trained on."""
         return pd.Index(self.adata_manager.get_state_registry(REGISTRY_KEYS.X_KEY).column_names)
 
     @property
-    def peak_names_(self) -> pd.Index:
+    def peak_names(self) -> pd.Index:
         """Peaks the model was trained on."""
         return pd.Index(self.adata_manager.get_state_registry(ATAC_X_KEY).column_names)
 
     @property
-    def modalities_(self) -> dict[str, str]:
+    def modality_names(self) -> dict[str, str]:
         """``{"rna": name, "atac": name}`` of the registered MuData."""
         mods = self.registry_["setup_args"].get("modalities") or DEFAULT_MODALITIES
         return {"rna": mods.get("rna", "rna"), "atac": mods.get("atac", "atac")}
@@ -241,7 +241,9 @@ class MultiMixVI(ClusterMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelCla
         modalities
             Names of the modalities, ``{"rna": "rna", "atac": "atac"}`` by default.
         """
-        mods = {**DEFAULT_MODALITIES, **(modalities or {})}
+        modalities = {**DEFAULT_MODALITIES, **(modalities or {})}
+        setup_method_args = cls._get_setup_method_args(**locals())  # before any other local
+        mods = dict(modalities)
         extra = set(mods) - set(DEFAULT_MODALITIES)
         if extra:
             raise ValueError(f"modalities takes the keys 'rna' and 'atac', got extra {sorted(extra)}.")
@@ -274,8 +276,6 @@ class MultiMixVI(ClusterMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelCla
                 mdata.mod[labels_mod] if labels_mod else mdata, labels_key, role="labels_key",
                 min_categories=2, unlabeled_category=unlabeled_category,
             )
-        modalities = mods
-        setup_method_args = cls._get_setup_method_args(**locals())
         labels_field = (
             fields.MuDataLabelsWithUnlabeledObsField(
                 REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category, mod_key=labels_mod
@@ -442,7 +442,7 @@ class MultiMixVI(ClusterMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelCla
         if self.label_categories_:
             pred = pd.Categorical(self.predict(mdata, batch_size=batch_size), categories=self.label_categories_)
             mdata.obs[f"{key_added}_prediction"] = pred
-        for role, name in self.modalities_.items():
+        for role, name in self.modality_names.items():
             mod = mdata.mod[name]
             mod.obsm[f"X_{key_added}"] = joint
             mod.obsm[f"X_{key_added}_{role}"] = self.get_latent_representation(
@@ -476,7 +476,7 @@ class MultiMixVI(ClusterMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelCla
         layer = self.registry_["setup_args"].get(f"{role}_layer")
         if layer is not None and layer not in adata.layers:
             layer = None  # fall back to .X
-        reference = self.gene_names_ if role == "rna" else self.peak_names_
+        reference = self.gene_names if role == "rna" else self.peak_names
         check_var_names(reference, adata, what="genes" if role == "rna" else "peaks")
         validate_counts(adata, layer, modality=role.upper())
         X = get_matrix(adata, layer)
@@ -543,7 +543,7 @@ class MultiMixVI(ClusterMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelCla
 
     def _translate(self, adata, source: str, library_size: float, batch_size: int) -> AnnData:
         if adata is None:
-            adata = self.adata.mod[self.modalities_[source]]
+            adata = self.adata.mod[self.modality_names[source]]
         module = self.module
         module.eval()
         outs, latents = [], []
@@ -556,7 +556,7 @@ class MultiMixVI(ClusterMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelCla
             else:
                 outs.append(module.accessibility(module.decode_atac(qz.loc, b, factor)).cpu().numpy())
             latents.append(qz.loc.cpu().numpy())
-        var = pd.DataFrame(index=(self.gene_names_ if source == "atac" else self.peak_names_).copy())
+        var = pd.DataFrame(index=(self.gene_names if source == "atac" else self.peak_names).copy())
         out = AnnData(np.concatenate(outs).astype(np.float32), obs=adata.obs.copy(), var=var)
         out.obsm[f"X_multimixvi_{source}"] = np.concatenate(latents)
         return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -50,20 +51,81 @@ class SafeSaveLoadMixin:
             Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``,
             ``device``, ``prefix``, ...).
         """
-        from scvi.model.base._save_load import _load_saved_files
-
-        path = os.path.join(dir_path, f"{kwargs.get('prefix') or ''}model.pt")
-        if not os.path.exists(path):
-            raise FileNotFoundError(
-                f"No saved model at {path}; pass the folder given to model.save(...)."
-            )
-        attr_dict, var_names, _, _ = _load_saved_files(
-            dir_path, load_adata=False, prefix=kwargs.get("prefix"), map_location="cpu"
-        )
+        attr_dict, var_names = read_saved_model(dir_path, prefix=kwargs.get("prefix"))
         check_saved_model(cls, attr_dict)
         if adata is not None and var_names is not None:
             check_feature_names(var_names, adata)
         return super().load(dir_path, adata=adata, **kwargs)
+
+    @classmethod
+    def load_query_data(cls, adata=None, reference_model=None, *args: Any, **kwargs: Any):
+        """scArches-style query model: :meth:`scvi.model.base.ArchesMixin.load_query_data`
+        with mixvi's checks.
+
+        A reference given as a folder is checked like :meth:`load` (model class, mixvi
+        version); the query must have the reference's features in the same order
+        (scvi-tools only warns), unless ``inplace_subset_query_vars=True``.
+        """
+        parent = super()
+        if not hasattr(parent, "load_query_data"):
+            raise NotImplementedError(f"{cls.__name__} does not support load_query_data.")
+        if reference_model is not None and adata is not None:
+            if isinstance(reference_model, (str, os.PathLike)):
+                attr_dict, var_names = read_saved_model(str(reference_model))
+                check_saved_model(cls, attr_dict)
+            else:
+                var_names = reference_model.get_var_names()
+            if var_names is not None and not kwargs.get("inplace_subset_query_vars", False):
+                check_feature_names(var_names, adata)
+        if isinstance(reference_model, os.PathLike):
+            reference_model = str(reference_model)
+        return parent.load_query_data(adata, reference_model, *args, **kwargs)
+
+    def _validate_anndata(self, adata=None, copy_if_view: bool = True):
+        """Before scvi-tools transfers the set-up to data this model has not seen, check the
+        data has the model's features (same order) and holds raw counts, so that a wrong
+        input fails here and not as NaN latents or a shape error inside torch."""
+        if adata is not None and self.adata_manager is not None:
+            if self.get_anndata_manager(adata) is None:
+                check_new_data(self, adata)
+        return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+
+
+def read_saved_model(dir_path: str, prefix: str | None = None) -> tuple[dict, Any]:
+    """Read the attributes and feature names of a saved model, with a clear error.
+
+    Returns
+    -------
+    ``(attr_dict, var_names)`` as stored by :meth:`save`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder has no ``model.pt``.
+    IncompatibleModelError
+        If ``model.pt`` cannot be read (truncated, corrupt or not a model file).
+    """
+    from scvi.model.base._save_load import _load_saved_files
+
+    path = os.path.join(str(dir_path), f"{prefix or ''}model.pt")
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"No saved model at {path}; pass the folder given to model.save(...)."
+        )
+    try:
+        attr_dict, var_names, _, _ = _load_saved_files(
+            str(dir_path), load_adata=False, prefix=prefix, map_location="cpu"
+        )
+    except Exception as err:  # noqa: BLE001 - any read failure means an unusable file
+        raise IncompatibleModelError(
+            f"{path} could not be read as a saved model ({type(err).__name__}: {err}). The file "
+            "is truncated, corrupt or not written by model.save(); save the model again."
+        ) from err
+    if not isinstance(attr_dict, dict):
+        raise IncompatibleModelError(
+            f"{path} is not a model saved by model.save() (no attribute dictionary)."
+        )
+    return attr_dict, var_names
 
 
 def check_saved_model(cls: type, attr_dict: dict) -> None:
@@ -85,6 +147,18 @@ def check_saved_model(cls: type, attr_dict: dict) -> None:
             f"This model was saved by mixvi {saved}, incompatible with the installed "
             f"mixvi {_mixvi_version()}; install mixvi=={saved} to load it."
         )
+    saved_scvi = attr_dict.get("scvi_version_")
+    if saved_scvi is not None:
+        import scvi
+
+        if saved_scvi.split(".")[:2] != scvi.__version__.split(".")[:2]:
+            warnings.warn(
+                f"This model was saved with scvi-tools {saved_scvi}; scvi-tools "
+                f"{scvi.__version__} is installed. It loads, but its outputs may differ slightly; "
+                f"install scvi-tools=={saved_scvi} to reproduce them exactly.",
+                UserWarning,
+                stacklevel=3,
+            )
 
 
 def check_feature_names(saved: np.ndarray | dict, adata) -> None:
@@ -100,3 +174,53 @@ def check_feature_names(saved: np.ndarray | dict, adata) -> None:
     if hasattr(adata, "mod"):  # MuData saved in the legacy flat format
         return
     check_var_names(list(saved), adata, what="genes")
+
+
+def _count_fields(model) -> list[tuple[str | None, str | None, list[str]]]:
+    """``(modality, layer, feature names)`` of every registered count matrix of ``model``."""
+    out = []
+    for field in model.adata_manager.fields:
+        if getattr(field, "attr_name", None) not in ("X", "layers") or getattr(
+            field, "is_empty", False
+        ):
+            continue
+        state = model.adata_manager.get_state_registry(field.registry_key)
+        names = state.get("column_names") if hasattr(state, "get") else None
+        if names is None:
+            continue
+        layer = field.attr_key if field.attr_name == "layers" else None
+        out.append((getattr(field, "mod_key", None), layer, list(names)))
+    return out
+
+
+def check_new_data(model, adata) -> None:
+    """Check data a model has not seen: same features in the same order, raw counts.
+
+    Parameters
+    ----------
+    model
+        A trained model (its registry gives the features and layers).
+    adata
+        The new AnnData (or MuData, checked modality by modality).
+
+    Raises
+    ------
+    KeyError
+        If a registered modality or layer is missing.
+    ValueError
+        If features differ or are in another order, or the counts are not raw counts.
+    """
+    from mixvi.data import check_layer, check_mudata_modalities, check_var_names, validate_counts
+
+    for mod, layer, names in _count_fields(model):
+        if mod is not None:
+            check_mudata_modalities(adata, {mod: mod})
+            target, label = adata.mod[mod], mod.upper()
+        elif hasattr(adata, "mod"):
+            continue
+        else:
+            target, label = adata, "RNA"
+        what = "peaks" if "atac" in str(mod).lower() else "genes"
+        check_var_names(names, target, what=what)
+        check_layer(target, layer)
+        validate_counts(target, layer, modality=label)

@@ -69,6 +69,7 @@ def marker_genes(
     layer: str | None = None,
     method: str = "wilcoxon",
     model: Any = None,
+    gene_symbols: str | None = None,
 ) -> dict[str, list[str]]:
     """Top marker genes of each group, on a log-normalised copy of the counts.
 
@@ -76,6 +77,7 @@ def marker_genes(
     normalised to 10,000 per cell, log1p-transformed and ranked with
     :func:`scanpy.tl.rank_genes_groups` (one group vs the rest). Groups with fewer
     than 2 cells get no markers; genes must be up in the group (positive log fold change).
+    ``gene_symbols`` names a ``.var`` column to report instead of the var names.
     """
     import scanpy as sc
 
@@ -97,11 +99,18 @@ def marker_genes(
         sc.pp.normalize_total(tmp, target_sum=1e4)
         sc.pp.log1p(tmp)
         sc.tl.rank_genes_groups(tmp, "group", method=method, use_raw=False)
+    if gene_symbols is not None and gene_symbols not in adata.var:
+        raise KeyError(f"adata.var has no column {gene_symbols!r} (gene_symbols=).")
+    symbol = (
+        dict(zip(adata.var_names.astype(str), adata.var[gene_symbols].astype(str)))
+        if gene_symbols is not None
+        else {}
+    )
     out = {}
     for g in ok:
         df = sc.get.rank_genes_groups_df(tmp, group=str(g))
         df = df[df["logfoldchanges"] > 0] if "logfoldchanges" in df else df
-        out[str(g)] = df["names"].astype(str).head(n_genes).tolist()
+        out[str(g)] = [symbol.get(n, n) for n in df["names"].astype(str).head(n_genes)]
     return out
 
 
@@ -112,6 +121,7 @@ def tree(
     n_genes: int = 3,
     *,
     layer: str | None = None,
+    gene_symbols: str | None = None,
     rank_method: Literal["wilcoxon", "t-test", "t-test_overestim_var", "logreg"] = "wilcoxon",
     height: Literal["distance", "depth"] = "distance",
     title: str | None = None,
@@ -147,12 +157,17 @@ def tree(
     layer
         Layer with the raw counts; ``None`` uses the layer the model was set up with
         (or ``.X``).
+    gene_symbols
+        ``.var`` column with the gene names to print (as in scanpy); ``None`` uses the
+        var names.
     rank_method
         ``method`` of :func:`scanpy.tl.rank_genes_groups`.
     height
         ``"distance"``: a node sits at the latent distance between its two children's
-        means (made monotone: never below a child); ``"depth"``: at its number of merge
-        steps above the leaves.
+        means, made monotone (an average of two means can lie closer to its sibling than
+        its own children lie to each other; such a node is drawn a small step -- 3% of
+        the largest distance -- above its higher child); ``"depth"``: at its number of
+        merge steps above the leaves.
     title
         Axes title.
     ax
@@ -192,10 +207,14 @@ def tree(
     # heights and subtree leaves, children before parents
     h = np.zeros(2 * L - 1)
     below: list[list[int]] = [[i] for i in range(L)] + [[] for _ in range(L - 1)]
+    dist = np.array([np.linalg.norm(means[a] - means[b]) for a, b in children], dtype=float)
+    gap = 0.03 * max(float(dist.max()), 1e-12)
     for j, (a, b) in enumerate(children):
         node = L + j
-        step = float(np.linalg.norm(means[a] - means[b])) if height == "distance" else 1.0
-        h[node] = max(step, h[a], h[b]) if height == "distance" else 1.0 + max(h[a], h[b])
+        if height == "distance":
+            h[node] = max(dist[j], max(h[a], h[b]) + gap)
+        else:
+            h[node] = 1.0 + max(h[a], h[b])
         below[node] = below[a] + below[b]
     root = 2 * L - 2
 
@@ -216,7 +235,9 @@ def tree(
 
     leaves_of_cells, used_key = _leaf_assignments(model, adata, cluster_key, leaf_names)
     counts = pd.Series(leaves_of_cells).value_counts().reindex(leaf_names, fill_value=0)
-    markers = marker_genes(adata, leaves_of_cells, n_genes, layer, rank_method, model)
+    markers = marker_genes(
+        adata, leaves_of_cells, n_genes, layer, rank_method, model, gene_symbols
+    )
 
     if figsize is None:
         figsize = (8.0, 1.2 + 0.45 * L)
