@@ -215,21 +215,36 @@ def test_mosaic_cells_use_their_own_modality(tiny):
 def test_snareseq_subset_aligns_held_out_cells():
     """1,500 training / 500 held-out SNARE-seq cells, 8 epochs (~25 s on one idle CPU thread).
 
-    Floor 0.40: chance is 0.5 and a model after one epoch on all 8,247 training cells still
-    scores 0.42 (measured), so 0.40 fails for encoders that did not align; this run measured
-    0.354 (the full split after 15+ epochs reaches far lower, see the slow test).
+    FOSCTTM of the RNA-only vs the ATAC-only latents (0.5 = chance), measured with this
+    budget over seeds 0, 1, 2 (split 0) and split 1 (seed 0):
+
+    * untrained encoders: 0.500-0.502, so the two encoders start unaligned;
+    * training cells: 0.154-0.178. Floor 0.25: the four-way loss and the alignment term
+      must pull the two posteriors of a cell together (a wide margin: any regression in
+      the optimisation shows here first);
+    * held-out cells: 0.337-0.364 (the small training set overfits; 2,000 cells x 10
+      epochs give 0.33, 3,000 x 4 or 4,000 x 3 give 0.34-0.35). Floor 0.40: above the
+      worst seed by more than the seed-to-seed spread, and below what a model after a
+      single epoch on all 8,247 training cells scores (0.42), so it fails encoders that
+      align only their training cells.
     """
     import scvi
 
     scvi.settings.seed = 0
     mtr, mte = split(mixvi.datasets.snareseq_mouse_cortex(), n_train=1500, n_test=500)
     mixvi.MultiMixVI.setup_mudata(mtr, batch_key="batch")
-    model = mixvi.MultiMixVI(mtr, n_components=15)
-    model.train(max_epochs=8, **FAST)
     mixvi.MultiMixVI.setup_mudata(mte, batch_key="batch")
-    zr = model.get_latent_representation(mte, modality="rna")
-    za = model.get_latent_representation(mte, modality="atac")
-    assert M.foscttm(zr, za) < 0.40
+    model = mixvi.MultiMixVI(mtr, n_components=15)
+
+    def foscttm(mdata=None):
+        zr = model.get_latent_representation(mdata, modality="rna")
+        za = model.get_latent_representation(mdata, modality="atac")
+        return M.foscttm(zr, za)
+
+    assert foscttm(mte) > 0.45  # untrained: chance
+    model.train(max_epochs=8, **FAST)
+    assert foscttm() < 0.25  # training cells
+    assert foscttm(mte) < 0.40  # held-out cells
 
 
 # -- slow: the full held-out 20% --------------------------------------------------------------
@@ -240,7 +255,7 @@ def snare_split():
 
 @pytest.mark.slow
 def test_snareseq_held_out_alignment_translation_clusters(snare_split):
-    """8,247 training cells x 15 epochs; held-out 2,062 cells."""
+    """8,247 training cells x 10 epochs; held-out 2,062 cells."""
     import scvi
 
     scvi.settings.seed = 0
@@ -248,26 +263,30 @@ def test_snareseq_held_out_alignment_translation_clusters(snare_split):
     mtr, mte = mtr.copy(), mte.copy()
     mixvi.MultiMixVI.setup_mudata(mtr, batch_key="batch")
     model = mixvi.MultiMixVI(mtr, n_components=20)
-    model.train(max_epochs=15, **FAST)
+    model.train(max_epochs=10, **FAST)
     mixvi.MultiMixVI.setup_mudata(mte, batch_key="batch")
     zr = model.get_latent_representation(mte, modality="rna")
     za = model.get_latent_representation(mte, modality="atac")
     # MULTIVI at 100 epochs: 0.141; floor 0.2 = well below chance (0.5) and the BABEL-style
     # reference (0.27)
+    print("MEASURE full foscttm", M.foscttm(zr, za))
     assert M.foscttm(zr, za) < 0.20
     # translation beats the mean training profile
     obs_rna, obs_atac = mte["rna"].layers["counts"], mte["atac"].layers["counts"]
     r = M.rna_translation_metrics(model.predict_rna_from_atac(mte["atac"]).X, obs_rna)
     floor = M.rna_translation_metrics(M.mean_profile_baseline(mtr["rna"].layers["counts"], mte.n_obs), obs_rna)
+    print("MEASURE full rna", r, floor)
     assert r["pearson_cell"] > floor["pearson_cell"]
     assert r["pearson_gene"] > 0.05
     a = M.atac_translation_metrics(model.predict_atac_from_rna(mte["rna"]).X, obs_atac)
     fa = M.atac_translation_metrics(
         M.mean_profile_baseline(mtr["atac"].layers["counts"], mte.n_obs, modality="atac"), obs_atac
     )
+    print("MEASURE full atac", a, fa)
     assert a["auroc"] > fa["auroc"]
     # mixture clusters agree with cell types (MULTIVI + Leiden: ARI 0.27)
     cl = model.get_cluster_assignments(mte)["cluster"]
+    print("MEASURE full clusters", M.cluster_agreement(cl, mte.obs["cell_type"], exclude=["Mis"]))
     assert M.cluster_agreement(cl, mte.obs["cell_type"], exclude=["Mis"])["ari"] > 0.25
 
 
@@ -291,8 +310,9 @@ def test_snareseq_mosaic_third_rna_third_atac(snare_split):
         mtr[mod].layers["counts"] = X.tocsr()
     mixvi.MultiMixVI.setup_mudata(mtr, batch_key="batch")
     model = mixvi.MultiMixVI(mtr, n_components=20)
-    model.train(max_epochs=15, **FAST)
+    model.train(max_epochs=10, **FAST)
     mixvi.MultiMixVI.setup_mudata(mte, batch_key="batch")
     zr = model.get_latent_representation(mte, modality="rna")
     za = model.get_latent_representation(mte, modality="atac")
+    print("MEASURE mosaic foscttm", M.foscttm(zr, za))
     assert M.foscttm(zr, za) < 0.25

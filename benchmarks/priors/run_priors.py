@@ -4,14 +4,16 @@ Answers the design notes' open question -- does the GMM prior reduce the batch e
 compared with the Gaussian prior? -- and reports what KL warm-up does to the GMM prior
 and how many mixture components stay in use.
 
-Rerun (everything this folder's results.md reports; ~45 min on 2 busy CPU cores)::
+Rerun (what this folder's results.md reports; one invocation per seed, each tagged, so
+that a partial run still leaves complete files; --report merges every results_*.csv)::
 
-    python benchmarks/priors/run_priors.py --datasets kang --seeds 0 1 2 --max-epochs 150
-    python benchmarks/priors/run_priors.py --datasets snare --seeds 0 1 --max-epochs 40 \
-        --configs normal gmm hierarchical
-    python benchmarks/priors/run_priors.py --report       # results.md + figure from the CSVs
+    for s in 0 1 2; do python benchmarks/priors/run_priors.py --datasets kang --seeds $s \
+        --max-epochs 150 --tag s$s; done          # all five configs (s1, s2: --configs normal gmm)
+    python benchmarks/priors/run_priors.py --datasets snare --seeds 0 --max-epochs 40 \
+        --configs normal gmm hierarchical --tag s0
+    python benchmarks/priors/run_priors.py --report   # summary.md + priors.png from the CSVs
 
-Quick smoke run (a minute or two; writes into ``--out``, default this folder)::
+Quick smoke run (a minute or two on a free core; writes into ``--out``)::
 
     python benchmarks/priors/run_priors.py --quick --out /tmp/priors_quick
 
@@ -39,9 +41,11 @@ un-scaled; one Benchmarker per dataset over all runs' embeddings), the fast
 Leiden on the latent, the number of components in use, and the entropy of the mixture
 weights (``mixture_entropy_train``) per epoch.
 
-Outputs in ``--out``: ``results_<dataset>.csv`` (one row per run), ``history_<dataset>.csv``
-(per-epoch KL weight, ELBO, mixture entropy), ``latents_<dataset>.npz`` (embeddings, so
-the scores can be recomputed), ``results.md`` tables (``summary.md``) and ``priors.png``.
+Outputs in ``--out`` (``<name>`` = dataset, plus ``_<tag>``): ``results_<name>.csv`` (one row
+per run, plus the unintegrated-PCA reference row of the Benchmarker),
+``history_<name>.csv`` (per-epoch KL weight, ELBO, mixture entropy),
+``latents_<name>.npz`` (embeddings, so scores can be recomputed), and from all of them
+``all_runs.csv``, ``summary.md`` (the mean ± sd tables of results.md) and ``priors.png``.
 """
 
 from __future__ import annotations
@@ -105,13 +109,24 @@ def load(dataset: str):
 
 
 def leiden_labels(emb: np.ndarray, seed: int = 0, resolution: float = 1.0) -> np.ndarray:
+    """Leiden (igraph, resolution 1) on scanpy's UMAP connectivities of an exact 15-NN graph.
+
+    The same graph ``sc.pp.neighbors`` builds for fewer than 4,096 cells. It is built here
+    with scikit-learn because ``sc.pp.neighbors`` fails above 4,096 cells with the tested
+    versions (scanpy 1.11.5 + scipy 1.17: ``'csr_array' object has no attribute 'getnnz'``
+    on pynndescent's sparse result).
+    """
     import anndata as ad
     import scanpy as sc
+    from scanpy.neighbors._connectivity import umap as umap_connectivities
+    from sklearn.neighbors import NearestNeighbors
 
-    tmp = ad.AnnData(np.zeros((emb.shape[0], 1), np.float32), obsm={"X": emb})
-    sc.pp.neighbors(tmp, use_rep="X", n_neighbors=15, random_state=seed)
-    sc.tl.leiden(tmp, resolution=resolution, random_state=seed, flavor="igraph",
-                 n_iterations=2, directed=False)
+    k = 15
+    dist, idx = NearestNeighbors(n_neighbors=k).fit(emb).kneighbors(emb)
+    conn = umap_connectivities(idx, dist.astype(np.float32), n_obs=emb.shape[0], n_neighbors=k)
+    tmp = ad.AnnData(np.zeros((emb.shape[0], 1), np.float32))
+    sc.tl.leiden(tmp, adjacency=conn, resolution=resolution, random_state=seed,
+                 flavor="igraph", n_iterations=2, directed=False)
     return tmp.obs["leiden"].astype(str).to_numpy()
 
 
@@ -206,8 +221,10 @@ def run_scib(adata, latents: dict[str, np.ndarray], exclude, n_jobs: int = 1) ->
     return res.astype(float)
 
 
-def run_dataset(dataset: str, configs, seeds, epochs: int, out: Path, scib: bool, n_jobs: int):
+def run_dataset(dataset: str, configs, seeds, epochs: int, out: Path, scib: bool, n_jobs: int,
+                tag: str = ""):
     adata, n_comp, exclude = load(dataset)
+    name = f"{dataset}_{tag}" if tag else dataset
     rows, hists, latents = [], [], {}
     for config in configs:
         for seed in seeds:
@@ -221,15 +238,16 @@ def run_dataset(dataset: str, configs, seeds, epochs: int, out: Path, scib: bool
             rows.append(row)
             hist.insert(0, "seed", seed)
             hist.insert(0, "config", config)
+            hist.insert(0, "dataset", dataset)
             hists.append(hist)
             print(f"[{dataset}] {key}: own ARI {scores['own_ari']:.3f} leiden ARI "
                   f"{scores['leiden_ari']:.3f} fast batch {scores['fast_batch_score']:.3f} "
                   f"bio {scores['fast_bio_score']:.3f} ({time.time() - t0:.0f}s)", flush=True)
             # keep partial results on disk
-            pd.DataFrame(rows).to_csv(out / f"results_{dataset}.partial.csv", index=False)
+            pd.DataFrame(rows).to_csv(out / f"results_{name}.partial.csv", index=False)
     df = pd.DataFrame(rows)
-    np.savez_compressed(out / f"latents_{dataset}.npz", **latents)
-    pd.concat(hists).to_csv(out / f"history_{dataset}.csv", index=False)
+    np.savez_compressed(out / f"latents_{name}.npz", **latents)
+    pd.concat(hists).to_csv(out / f"history_{name}.csv", index=False)
     if scib:
         t0 = time.time()
         res = run_scib(adata, latents, exclude, n_jobs=n_jobs)
@@ -239,8 +257,8 @@ def run_dataset(dataset: str, configs, seeds, epochs: int, out: Path, scib: bool
         for name, prow in pca.iterrows():  # unintegrated reference row
             df = pd.concat([df, pd.DataFrame([{"dataset": dataset, "config": "unintegrated_pca",
                                                "seed": -1, "run": name, **prow.to_dict()}])])
-    df.to_csv(out / f"results_{dataset}.csv", index=False)
-    (out / f"results_{dataset}.partial.csv").unlink(missing_ok=True)
+    df.to_csv(out / f"results_{name}.csv", index=False)
+    (out / f"results_{name}.partial.csv").unlink(missing_ok=True)
     return df
 
 
@@ -261,14 +279,16 @@ TABLE_COLS = [
 ]
 
 
-def fmt(values: pd.Series) -> str:
+DIGITS = {"n_clusters_used": 1, "effective_components": 1, "train_s": 0}
+
+
+def fmt(values: pd.Series, digits: int = 3) -> str:
     v = values.dropna().astype(float)
     if v.empty:
         return "–"
     if len(v) == 1:
-        return f"{v.iloc[0]:.3f}" if abs(v.iloc[0]) < 10 else f"{v.iloc[0]:.0f}"
-    m, s = v.mean(), v.std(ddof=1)
-    return f"{m:.3f} ± {s:.3f}" if abs(m) < 10 else f"{m:.0f} ± {s:.0f}"
+        return f"{v.iloc[0]:.{digits}f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
 
 
 def summary_table(df: pd.DataFrame) -> str:
@@ -283,7 +303,7 @@ def summary_table(df: pd.DataFrame) -> str:
         order = [c for c in [*CONFIGS, "unintegrated_pca"] if c in set(d["config"])]
         for config in order:
             g = d[d["config"] == config]
-            lines.append(f"| {config} | {len(g)} | " + " | ".join(fmt(g[c]) for c, _ in cols) + " |")
+            lines.append(f"| {config} | {len(g)} | " + " | ".join(fmt(g[c], DIGITS.get(c, 3)) for c, _ in cols) + " |")
     return "\n".join(lines)
 
 
@@ -337,17 +357,16 @@ def figure(df: pd.DataFrame, hist: pd.DataFrame, path: Path) -> None:
 
 
 def report(out: Path) -> pd.DataFrame | None:
-    frames = [pd.read_csv(p) for p in sorted(out.glob("results_*.csv")) if "partial" not in p.name]
+    frames = [pd.read_csv(p) for p in sorted(out.glob("results_*.csv"))
+              if "partial" not in p.name]
     if not frames:
         print("no results_*.csv found in", out)
         return None
     df = pd.concat(frames, ignore_index=True)
-    df.to_csv(out / "results.csv", index=False)
+    df.to_csv(out / "all_runs.csv", index=False)
     hists = []
     for p in sorted(out.glob("history_*.csv")):
-        h = pd.read_csv(p)
-        h.insert(0, "dataset", p.stem.removeprefix("history_"))
-        hists.append(h)
+        hists.append(pd.read_csv(p))
     hist = pd.concat(hists, ignore_index=True) if hists else pd.DataFrame()
     table = summary_table(df)
     (out / "summary.md").write_text(table + "\n")
@@ -370,6 +389,9 @@ def main(argv=None) -> None:
     p.add_argument("--report", action="store_true", help="only rebuild summary + figure")
     p.add_argument("--threads", type=int, default=1, help="torch / BLAS threads")
     p.add_argument("--out", type=Path, default=HERE)
+    p.add_argument("--tag", default="",
+                   help="suffix of the output files, so that runs split over several "
+                        "invocations (e.g. one per seed) are all picked up by --report")
     args = p.parse_args(argv)
 
     quiet()
@@ -390,7 +412,7 @@ def main(argv=None) -> None:
         epochs = args.max_epochs or DATASETS[dataset][2]
         print(f"== {dataset}: configs {configs}, seeds {args.seeds}, {epochs} epochs", flush=True)
         run_dataset(dataset, configs, args.seeds, epochs, args.out, scib=not args.no_scib,
-                    n_jobs=args.threads)
+                    n_jobs=args.threads, tag=args.tag)
     report(args.out)
 
 

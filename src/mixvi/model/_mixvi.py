@@ -32,7 +32,7 @@ from mixvi.model._save_load import SafeSaveLoadMixin
 from mixvi.model._validation import validate_setup
 from mixvi.module import MixVAE
 from mixvi.priors import PriorName
-from mixvi.train import MixTrainingPlan
+from mixvi.train import MixTrainingPlan, NonFiniteLossError
 
 logger = logging.getLogger(__name__)
 
@@ -344,7 +344,8 @@ class MixVI(
                 plan_kwargs=plan,
                 **trainer_kwargs,
             )
-        except BaseException:
-            # stopped (NonFiniteLossError, Ctrl-C): the kept weights are used for inference
+        except NonFiniteLossError:
+            # the weights of the last completed step are kept and usable for inference
             self.module.eval()
+            self.is_trained_ = True
             raise

@@ -1,0 +1,371 @@
+"""Training throughput and peak memory against the number of cells (issue #5).
+
+MixVI vs scvi-tools SCVI on up-sampled Kang PBMC (2,000 genes), and MultiMixVI vs scvi-tools
+MULTIVI on up-sampled SNARE-seq (all 1,677 genes, the 5,000 most accessible peaks).
+
+Rerun (writes results.csv, scaling.png and prints the table for results.md):
+
+    python benchmarks/scaling/run_scaling.py                       # the sizes in results.md
+    python benchmarks/scaling/run_scaling.py --rna-sizes 10000 50000 --multi-sizes 10000
+
+Data. Up-sampling resamples cells of the shipped data with replacement and redraws every
+stored count from a Poisson with that count times a per-cell log-normal size factor (sd 0.2),
+so cells are new draws with the same sparsity; zeros stay zeros, nothing is densified. Kang
+has 1,267 genes; 733 more are binomially thinned copies (keep probability 0.3-1) of randomly
+chosen Kang genes, to reach 2,000. Each dataset is written once to an h5ad / h5mu cache.
+
+Runs. Every (model, size) pair is trained in a fresh child process that loads the data from
+disk, so its peak resident memory (``VmHWM`` of ``/proc/self/status``; ``ru_maxrss`` would
+inherit the parent's size) is its own.
+The pairs of a size run back to back (MixVI then SCVI, ...) to share machine conditions.
+SCVI runs with its default ZINB likelihood (``scvi``) and, at the smaller sizes, with MixVI's
+default NB (``scvi_nb``), which isolates the cost of the mixture prior. Same settings for all: 1 torch thread, batch size 128, all cells for training
+(``train_size=1.0``), ``n_hidden=128``, ``n_latent`` 16 (MixVI / SCVI) or 20 (multi), and the
+models' defaults otherwise (MixVI: 10 components; the mixture is initialised at epoch 0 so
+that the mixture KL is active in every measured step, and the k-means initialisation is
+included in the time). Throughput = cells x epochs / seconds between Lightning's
+``on_train_start`` and ``on_train_end``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+CACHE = Path(os.environ.get("MIXVI_SCALING_CACHE", Path(tempfile.gettempdir()) / "mixvi_scaling"))
+N_GENES = 2000
+N_PEAKS = 5000
+
+
+def _status_mb(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # not Linux
+        pass
+    return None
+
+
+def _rss_mb() -> float:
+    return _status_mb("VmRSS") or float("nan")
+
+
+def _peak_mb() -> float:
+    """Peak resident memory of this process.
+
+    ``VmHWM`` (the high-water mark of this process's own address space) where available:
+    Linux's ``getrusage(RUSAGE_SELF).ru_maxrss`` carries over the parent's resident size at
+    ``fork`` across ``exec``, so a child started from a big parent would report the parent's.
+    """
+    hwm = _status_mb("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ----------------------------------------------------------------------------------- data
+def _resample(X, idx, rng, size):
+    """Rows ``idx`` of CSR ``X`` with every stored count redrawn from Poisson(count * size)."""
+    import scipy.sparse as sp
+
+    out = X[idx].tocsr()
+    per_row = np.repeat(size, np.diff(out.indptr))
+    out.data = rng.poisson(out.data * per_row).astype(np.float32)
+    out.eliminate_zeros()
+    return sp.csr_matrix(out)
+
+
+def make_rna(n_cells: int, seed: int = 0) -> Path:
+    path = CACHE / f"kang_{n_cells}x{N_GENES}.h5ad"
+    if path.exists():
+        return path
+    import anndata as ad
+    import pandas as pd
+    import scipy.sparse as sp
+
+    import mixvi
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    kang = mixvi.datasets.kang_pbmc_ifnb()
+    X = sp.csr_matrix(kang.layers["counts"], dtype=np.float32)
+    extra = N_GENES - X.shape[1]
+    src = rng.choice(X.shape[1], extra, replace=True)
+    thin = sp.csc_matrix(X[:, src])
+    keep = np.repeat(rng.uniform(0.3, 1.0, extra), np.diff(thin.indptr))
+    thin.data = rng.binomial(thin.data.astype(np.int64), keep).astype(np.float32)
+    X = sp.hstack([X, thin.tocsr()], format="csr")
+    idx = np.sort(rng.integers(0, X.shape[0], n_cells))
+    size = rng.lognormal(0.0, 0.2, n_cells)
+    counts = _resample(X, idx, rng, size)
+    obs = kang.obs.iloc[idx][["batch", "cell_type"]].reset_index(drop=True)
+    obs.index = [f"c{i}" for i in range(n_cells)]
+    var = pd.DataFrame(
+        index=list(kang.var_names) + [f"{kang.var_names[j]}_copy{i}" for i, j in enumerate(src)]
+    )
+    adata = ad.AnnData(X=counts, obs=obs, var=var)
+    adata.layers["counts"] = counts
+    adata.write_h5ad(path)
+    return path
+
+
+def make_multi(n_cells: int, seed: int = 0) -> Path:
+    path = CACHE / f"snare_{n_cells}x{N_PEAKS}peaks.h5mu"
+    if path.exists():
+        return path
+    import anndata as ad
+    import mudata as md
+    import scipy.sparse as sp
+
+    import mixvi
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    snare = mixvi.datasets.snareseq_mouse_cortex()
+    R = sp.csr_matrix(snare["rna"].layers["counts"], dtype=np.float32)
+    A = sp.csr_matrix(snare["atac"].layers["counts"], dtype=np.float32)
+    top = np.sort(np.argsort(-np.asarray((A > 0).sum(0)).ravel())[:N_PEAKS])
+    A = A[:, top]
+    idx = np.sort(rng.integers(0, R.shape[0], n_cells))
+    size = rng.lognormal(0.0, 0.2, n_cells)
+    obs = snare.obs.iloc[idx][["batch", "cell_type"]].reset_index(drop=True)
+    obs.index = [f"c{i}" for i in range(n_cells)]
+    mods = {}
+    for name, M, var in (
+        ("rna", R, snare["rna"].var.iloc[:, :0]),
+        ("atac", A, snare["atac"].var.iloc[top, :0]),
+    ):
+        counts = _resample(M, idx, rng, size)
+        a = ad.AnnData(X=counts, obs=obs.copy(), var=var.copy())
+        a.layers["counts"] = counts
+        mods[name] = a
+    mdata = md.MuData(mods)
+    mdata.obs["batch"] = obs["batch"].to_numpy()
+    mdata.write(path)
+    return path
+
+
+# ----------------------------------------------------------------------------------- child
+def child(model_name: str, path: str, epochs: int, threads: int) -> dict:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import logging
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    import torch
+
+    torch.set_num_threads(threads)
+    import scvi
+    from lightning.pytorch.callbacks import Callback
+
+    import mixvi
+
+    rss_imports = _rss_mb()
+
+    class Clock(Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.t0 = time.perf_counter()
+
+        def on_train_end(self, trainer, pl_module):
+            self.seconds = time.perf_counter() - self.t0
+
+    clock = Clock()
+    scvi.settings.seed = 0
+    common = dict(max_epochs=epochs, train_size=1.0, batch_size=128, enable_progress_bar=False,
+                  enable_model_summary=False, callbacks=[clock])
+    if model_name in ("mixvi", "scvi", "scvi_nb"):
+        import anndata as ad
+
+        adata = ad.read_h5ad(path)
+        data_mb = sum(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes
+                      for m in (adata.layers["counts"],)) / 2**20
+        rss_data = _rss_mb()
+        t_setup = time.perf_counter()
+        if model_name == "mixvi":
+            mixvi.MixVI.setup_anndata(adata, layer="counts", batch_key="batch")
+            model = mixvi.MixVI(adata, n_latent=16)
+            t_setup = time.perf_counter() - t_setup
+            model.train(prior_init_epoch=0, **common)
+        else:
+            scvi.model.SCVI.setup_anndata(adata, layer="counts", batch_key="batch")
+            likelihood = "nb" if model_name == "scvi_nb" else "zinb"  # SCVI's default: zinb
+            model = scvi.model.SCVI(adata, n_latent=16, gene_likelihood=likelihood)
+            t_setup = time.perf_counter() - t_setup
+            model.train(**common)
+        n_obs, n_features = adata.n_obs, adata.n_vars
+    else:
+        import mudata as md
+
+        mdata = md.read_h5mu(path)
+        data_mb = sum(m.layers["counts"].data.nbytes + m.layers["counts"].indices.nbytes
+                      for m in mdata.mod.values()) / 2**20
+        rss_data = _rss_mb()
+        t_setup = time.perf_counter()
+        if model_name == "multimixvi":
+            mixvi.MultiMixVI.setup_mudata(mdata, batch_key="batch")
+            model = mixvi.MultiMixVI(mdata, n_latent=20)
+            t_setup = time.perf_counter() - t_setup
+            model.train(prior_init_epoch=0, **common)
+        else:
+            from scvi.model import MULTIVI
+
+            mods = {"rna_layer": "rna", "atac_layer": "atac", "batch_key": "rna"}
+            MULTIVI.setup_mudata(mdata, rna_layer="counts", atac_layer="counts",
+                                 batch_key="batch", modalities=mods)
+            model = MULTIVI(mdata, n_genes=mdata["rna"].n_vars, n_regions=mdata["atac"].n_vars,
+                            n_latent=20)
+            t_setup = time.perf_counter() - t_setup
+            model.train(early_stopping=False, **common)
+        n_obs, n_features = mdata.n_obs, mdata["rna"].n_vars + mdata["atac"].n_vars
+    peak_train = _peak_mb()
+    t_inf = time.perf_counter()
+    z = model.get_latent_representation(batch_size=1024)
+    t_inf = time.perf_counter() - t_inf
+    assert np.isfinite(z).all()
+    return {
+        "model": model_name, "n_cells": n_obs, "n_features": n_features, "epochs": epochs,
+        "threads": threads, "setup_s": t_setup, "train_s": clock.seconds,
+        "cells_epochs_per_s": n_obs * epochs / clock.seconds,
+        "latent_cells_per_s": n_obs / t_inf,
+        "data_mb": data_mb, "rss_imports_mb": rss_imports, "rss_after_load_mb": rss_data,
+        "peak_train_mb": peak_train, "peak_mb": _peak_mb(),
+        "train_overhead_mb": peak_train - rss_data,
+    }
+
+
+def run_child(model: str, path: Path, epochs: int, threads: int, timeout: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", model, str(path), str(epochs), str(threads)]
+    t = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{model} on {path.name} failed:\n{proc.stderr[-4000:]}")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res["wall_s"] = time.time() - t
+    print(
+        f"{res['model']:>10} {res['n_cells']:>7} cells x {res['epochs']} ep: "
+        f"{res['cells_epochs_per_s']:8.0f} cells*ep/s, peak {res['peak_mb']:7.0f} MB "
+        f"(after load {res['rss_after_load_mb']:6.0f}, data {res['data_mb']:6.0f}), "
+        f"wall {res['wall_s']:.0f} s",
+        flush=True,
+    )
+    return res
+
+
+# ----------------------------------------------------------------------------------- report
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    style = {"mixvi": ("C0", "-o"), "scvi": ("C1", "--s"), "scvi_nb": ("C4", ":s"),
+             "multimixvi": ("C2", "-^"), "multivi": ("C3", "--v")}
+    for model, (color, fmt) in style.items():
+        sel = sorted((r for r in rows if r["model"] == model), key=lambda r: r["n_cells"])
+        if not sel:
+            continue
+        n = [r["n_cells"] for r in sel]
+        axes[0].plot(n, [r["cells_epochs_per_s"] for r in sel], fmt, color=color, label=model)
+        axes[1].plot(n, [r["peak_mb"] / 1024 for r in sel], fmt, color=color, label=model)
+    data = sorted({(r["n_cells"], r["data_mb"]) for r in rows if r["model"] == "scvi"})
+    if data:
+        axes[1].plot([d[0] for d in data], [d[1] / 1024 for d in data], ":", color="grey",
+                     label="RNA counts (CSR)")
+    axes[0].set(xscale="log", xlabel="cells", ylabel="training cells x epochs / s",
+                title="Throughput (1 CPU thread)")
+    axes[1].set(xscale="log", yscale="log", xlabel="cells", ylabel="peak RSS (GiB)",
+                title="Peak memory of the training process")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| model | cells | features | epochs | cells x epochs / s | latent cells / s | "
+        "peak RSS (MB) | RSS after load (MB) | train overhead (MB) | counts (MB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    order = ["mixvi", "scvi", "scvi_nb", "multimixvi", "multivi"]
+    for r in sorted(rows, key=lambda r: (r["model"] in ("multimixvi", "multivi"), r["n_cells"],
+                                         order.index(r["model"]))):
+        lines.append(
+            f"| {r['model']} | {r['n_cells']:,} | {r['n_features']:,} | {r['epochs']} | "
+            f"{r['cells_epochs_per_s']:,.0f} | {r['latent_cells_per_s']:,.0f} | "
+            f"{r['peak_mb']:,.0f} | {r['rss_after_load_mb']:,.0f} | "
+            f"{r['train_overhead_mb']:,.0f} | {r['data_mb']:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        _, _, model, path, epochs, threads = sys.argv
+        print(json.dumps(child(model, path, int(epochs), int(threads))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rna-sizes", type=int, nargs="*", default=[10_000, 50_000, 200_000])
+    parser.add_argument("--multi-sizes", type=int, nargs="*", default=[10_000, 50_000])
+    parser.add_argument("--epochs", type=str, default="10000:3,50000:2,200000:1",
+                        help="epochs per size, 'cells:epochs,...' (other sizes: 1)")
+    parser.add_argument("--multi-epochs", type=int, default=1)
+    parser.add_argument("--nb-sizes", type=int, nargs="*", default=[10_000, 50_000],
+                        help="sizes at which SCVI is also run with gene_likelihood='nb'")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--timeout", type=int, default=3600)
+    parser.add_argument("--out", type=Path, default=HERE / "results.csv")
+    args = parser.parse_args()
+    epochs = {int(k): int(v) for k, v in (p.split(":") for p in args.epochs.split(",") if p)}
+
+    rows: list[dict] = []
+    if args.out.exists():  # keep results of other sizes / models
+        with open(args.out) as fh:
+            rows = [
+                {k: (v if k == "model" else float(v)) for k, v in r.items()}
+                for r in csv.DictReader(fh)
+            ]
+    t0 = time.time()
+
+    def add(res):
+        rows[:] = [r for r in rows if not (r["model"] == res["model"]
+                                           and int(r["n_cells"]) == res["n_cells"])]
+        rows.append(res)
+        keys = list(res.keys())
+        with open(args.out, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    for n in args.rna_sizes:
+        path = make_rna(n)
+        for model in ("mixvi", "scvi", "scvi_nb") if n in args.nb_sizes else ("mixvi", "scvi"):
+            add(run_child(model, path, epochs.get(n, 1), args.threads, args.timeout))
+    for n in args.multi_sizes:
+        path = make_multi(n)
+        for model in ("multimixvi", "multivi"):
+            add(run_child(model, path, args.multi_epochs, args.threads, args.timeout))
+    for r in rows:
+        for key in ("n_cells", "n_features", "epochs", "threads"):
+            r[key] = int(r[key])
+    plot(rows, HERE / "scaling.png")
+    print(table(rows))
+    print(f"total {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,461 @@
+"""Bad input fails at the entry points, with a message naming the problem and the fix (issue #5).
+
+One table (``CASES``) drives the test: each row calls a public entry point --
+``MixVI.setup_anndata``, ``MixVI(...)``, ``MixVI.load`` / ``load_query_data``, inference on
+new data, ``MultiMixVI.setup_mudata`` / ``MultiMixVI(...)`` / ``MultiMixVI.load`` -- on one
+wrong input and asserts the error type and message. The checks themselves
+(``mixvi.data``) are unit-tested in ``test_validation.py``; here we check that the models
+call them before anything reaches torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import scvi
+import torch
+
+import mixvi
+from mixvi.data import DenseMatrixTooLargeError
+from mixvi.data import _validate
+from mixvi.model._save_load import SafeSaveLoadMixin
+
+from helpers import FAST_TRAIN, make_counts
+
+torch.set_num_threads(1)
+
+N_CELLS, N_GENES, N_PEAKS = 60, 20, 30
+QUIET = {**FAST_TRAIN, "train_size": 1.0}
+
+
+# ------------------------------------------------------------------------------ inputs
+def rna(**kwargs) -> ad.AnnData:
+    return make_counts(n_cells=N_CELLS, n_genes=N_GENES, **kwargs)
+
+
+def with_layer(adata: ad.AnnData, values, layer: str | None = "counts") -> ad.AnnData:
+    M = sp.csr_matrix(np.asarray(values, dtype=np.float32))
+    if layer is None:
+        adata.X = M
+    else:
+        adata.layers[layer] = M
+    return adata
+
+
+def dense(adata: ad.AnnData) -> np.ndarray:
+    return adata.layers["counts"].toarray()
+
+
+def lognorm(adata: ad.AnnData) -> np.ndarray:
+    c = dense(adata)
+    return np.log1p(c / c.sum(1, keepdims=True) * 1e4)
+
+
+def poke(adata: ad.AnnData, value: float, layer: str | None = "counts") -> ad.AnnData:
+    c = dense(adata)
+    c[3, 2] = value
+    return with_layer(adata, c, layer)
+
+
+def set_obs(adata, key, values):
+    adata.obs[key] = pd.Categorical(values)
+    return adata
+
+
+def mudata(rna_mod=None, atac_mod=None, names=("rna", "atac")) -> md.MuData:
+    r = rna() if rna_mod is None else rna_mod
+    if atac_mod is None:
+        atac_mod = make_counts(n_cells=N_CELLS, n_genes=N_PEAKS, seed=1)
+        atac_mod.var_names = [f"chr1:{i * 100}-{i * 100 + 50}" for i in range(N_PEAKS)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return md.MuData(dict(zip(names, (r, atac_mod))))
+
+
+def atac_with(change) -> md.MuData:
+    m = mudata()
+    change(m.mod["atac"])
+    return m
+
+
+def huge_dense() -> ad.AnnData:
+    # 10^6 x 10^4 float32 = 40 GB, a broadcast view of one value: no memory used
+    return ad.AnnData(X=np.broadcast_to(np.float32(0), (10**6, 10**4)))
+
+
+# ------------------------------------------------------------------------------ trained models
+@functools.lru_cache(maxsize=1)
+def trained_mixvi() -> tuple[mixvi.MixVI, Path]:
+    scvi.settings.seed = 0
+    adata = rna()
+    mixvi.MixVI.setup_anndata(adata, layer="counts", batch_key="batch")
+    model = mixvi.MixVI(adata, n_latent=2, n_hidden=8, n_components=2)
+    model.train(max_epochs=1, prior_init_epoch=1, **QUIET)
+    path = Path(tempfile.mkdtemp(prefix="mixvi_bad_input_")) / "model"
+    model.save(path, overwrite=True)
+    return model, path
+
+
+@functools.lru_cache(maxsize=1)
+def trained_multimixvi() -> tuple[mixvi.MultiMixVI, Path]:
+    scvi.settings.seed = 0
+    m = mudata()
+    mixvi.MultiMixVI.setup_mudata(m, batch_key="rna:batch")
+    model = mixvi.MultiMixVI(m, n_latent=2, n_hidden=8, n_components=2)
+    model.train(max_epochs=1, **QUIET)
+    path = Path(tempfile.mkdtemp(prefix="mixvi_bad_input_")) / "multi"
+    model.save(path, overwrite=True)
+    return model, path
+
+
+def load_mixvi(adata):
+    return mixvi.MixVI.load(str(trained_mixvi()[1]), adata=adata)
+
+
+def query_mixvi(adata):
+    return mixvi.MixVI.load_query_data(adata, trained_mixvi()[0])
+
+
+def query_mixvi_from_folder(adata):
+    return mixvi.MixVI.load_query_data(adata, str(trained_mixvi()[1]))
+
+
+def latent_mixvi(adata):
+    return trained_mixvi()[0].get_latent_representation(adata)
+
+
+def load_multi(mdata):
+    return mixvi.MultiMixVI.load(str(trained_multimixvi()[1]), adata=mdata)
+
+
+def latent_multi(mdata):
+    return trained_multimixvi()[0].get_latent_representation(mdata)
+
+
+def setup(adata, **kwargs):
+    kwargs = {"layer": "counts", "batch_key": "batch", **kwargs}
+    return mixvi.MixVI.setup_anndata(adata, **kwargs)
+
+
+def setup_mu(mdata, **kwargs):
+    return mixvi.MultiMixVI.setup_mudata(mdata, **kwargs)
+
+
+def create(adata, setup_kwargs=None, **model_kwargs):
+    setup(adata, **(setup_kwargs or {}))
+    return mixvi.MixVI(adata, **model_kwargs)
+
+
+def with_unknown(adata, labels):
+    return set_obs(adata, "ct", labels)
+
+
+MULTI_SAVE_LOAD = pytest.mark.xfail(
+    not issubclass(mixvi.MultiMixVI, SafeSaveLoadMixin),
+    reason="MultiMixVI does not use SafeSaveLoadMixin yet: scvi-tools only warns on other "
+    "features (see the change proposed for MultiMixVI in issue #5)",
+    strict=True,
+)
+
+# (call, error type, message regex); ids name the problem
+CASES = [
+    # -- counts --------------------------------------------------------------------------
+    pytest.param(
+        lambda: setup(with_layer(rna(), lognorm(rna()), layer=None), layer=None),
+        ValueError,
+        r"RNA matrix \(adata\.X.*non-integer.*log-normalised.*pass layer='counts'",
+        id="setup_anndata-lognormalised-X-hint-counts-layer",
+    ),
+    pytest.param(
+        lambda: setup(with_layer(rna(), -dense(rna()))),
+        ValueError,
+        r"adata\.layers\['counts'\].*negative value.*raw counts",
+        id="setup_anndata-negative-counts",
+    ),
+    pytest.param(
+        lambda: setup(poke(rna(), np.nan)),
+        ValueError,
+        r"contains 1 NaN value.*raw counts",
+        id="setup_anndata-nan",
+    ),
+    pytest.param(
+        lambda: setup(poke(rna(), np.inf)),
+        ValueError,
+        r"contains 1 infinite \(inf\) value",
+        id="setup_anndata-inf",
+    ),
+    pytest.param(
+        lambda: setup(poke(rna(), 2.5)),
+        ValueError,
+        r"1 non-integer value\(s\) \(e\.g\. 2\.5\).*adata\.layers\['counts'\] = adata\.X\.copy\(\)",
+        id="setup_anndata-non-integer",
+    ),
+    pytest.param(
+        lambda: setup(huge_dense(), layer=None, batch_key=None),
+        DenseMatrixTooLargeError,
+        r"dense 1000000 x 10000 float32 matrix of 40 GB.*scipy\.sparse\.csr_matrix.*backed='r'",
+        id="setup_anndata-dense-1e6x1e4-does-not-fit",
+    ),
+    # -- keys ----------------------------------------------------------------------------
+    pytest.param(
+        lambda: setup(rna(), layer="count"),
+        KeyError,
+        r"layer='count' is not in adata\.layers\. Did you mean 'counts'\? Available layers: "
+        r"\['counts'\]",
+        id="setup_anndata-misspelt-layer",
+    ),
+    pytest.param(
+        lambda: setup(rna(), batch_key="Batch"),
+        KeyError,
+        r"batch_key='Batch' is not a column of adata\.obs\. Did you mean 'batch'\? "
+        r"Available columns: \['batch', 'cell_type'\]",
+        id="setup_anndata-misspelt-batch-key",
+    ),
+    pytest.param(
+        lambda: setup(rna(), labels_key="celltype"),
+        KeyError,
+        r"labels_key='celltype'.*Did you mean 'cell_type'\?",
+        id="setup_anndata-misspelt-labels-key",
+    ),
+    pytest.param(
+        lambda: setup(rna(), categorical_covariate_keys=["batch", "donor"]),
+        KeyError,
+        r"categorical_covariate_keys\[1\]='donor' is not a column of adata\.obs",
+        id="setup_anndata-missing-covariate-key",
+    ),
+    pytest.param(
+        lambda: setup(with_unknown(rna(), ["T", "Unknown"] * 30), labels_key="ct"),
+        ValueError,
+        r"labels_key='ct'.*only 1 category \(\['T'\]\) besides the unlabelled category "
+        r"'Unknown', but at least 2 are needed",
+        id="setup_anndata-labels-one-category",
+    ),
+    pytest.param(
+        lambda: setup(with_unknown(rna(), ["T", None, "B"] * 20), labels_key="ct"),
+        ValueError,
+        r"20 missing \(NaN\) value.*fillna\('Unknown'\)",
+        id="setup_anndata-labels-with-nan",
+    ),
+    # -- model creation ------------------------------------------------------------------
+    pytest.param(
+        lambda: create(rna(), n_components=100),
+        ValueError,
+        r"n_components=100 exceeds the number of cells \(60\).*n_components <= 60",
+        id="MixVI-n_components-gt-cells",
+    ),
+    pytest.param(
+        lambda: create(rna(), setup_kwargs={"labels_key": "cell_type"}, n_components=2),
+        ValueError,
+        r"3 known labels need at least as many mixture components \(got 2\); raise n_components",
+        id="MixVI-fewer-components-than-labels",
+    ),
+    # -- a trained model on other data ---------------------------------------------------
+    pytest.param(
+        lambda: load_mixvi(rna()[:, ::-1].copy()),
+        ValueError,
+        r"adata has the model's 20 genes but in a different order.*adata\[:, "
+        r"reference_var_names\]",
+        id="MixVI.load-genes-in-other-order",
+    ),
+    pytest.param(
+        lambda: load_mixvi(rna()[:, 5:].copy()),
+        ValueError,
+        r"5 of the 20 genes the model was trained on are missing.*prepare_query_anndata",
+        id="MixVI.load-fewer-genes",
+    ),
+    pytest.param(
+        lambda: query_mixvi(rna(seed=3)[:, ::-1].copy()),
+        ValueError,
+        r"different order",
+        id="load_query_data-genes-in-other-order",
+    ),
+    pytest.param(
+        lambda: query_mixvi_from_folder(rna(seed=3)[:, 2:].copy()),
+        ValueError,
+        r"2 of the 20 genes the model was trained on are missing",
+        id="load_query_data-folder-missing-genes",
+    ),
+    pytest.param(
+        lambda: query_mixvi(with_layer(rna(seed=3), lognorm(rna(seed=3)))),
+        ValueError,
+        r"non-integer.*log-normalised",
+        id="load_query_data-lognormalised-query",
+    ),
+    pytest.param(
+        lambda: latent_mixvi(rna(seed=3)[:, ::-1].copy()),
+        ValueError,
+        r"genes but in a different order",
+        id="get_latent_representation-genes-in-other-order",
+    ),
+    pytest.param(
+        lambda: latent_mixvi(poke(rna(seed=3), np.nan)),
+        ValueError,
+        r"contains 1 NaN value",
+        id="get_latent_representation-nan-counts",
+    ),
+    pytest.param(
+        lambda: latent_mixvi(ad.AnnData(rna().layers["counts"], obs=rna().obs, var=rna().var)),
+        KeyError,
+        r"layer='counts' is not in adata\.layers.*Available layers: none",
+        id="get_latent_representation-no-counts-layer",
+    ),
+    # -- MuData --------------------------------------------------------------------------
+    pytest.param(
+        lambda: setup_mu(rna()),
+        TypeError,
+        r"Expected a MuData object, got AnnData.*mixvi\.MixVI",
+        id="setup_mudata-not-a-mudata",
+    ),
+    pytest.param(
+        lambda: setup_mu(mudata(names=("rna", "ATAC_peaks"))),
+        KeyError,
+        r"no modality 'atac'.*Available modalities \(mdata\.mod\): \['rna', 'ATAC_peaks'\].*"
+        r"modalities=",
+        id="setup_mudata-missing-modality",
+    ),
+    pytest.param(
+        lambda: setup_mu(mudata(), modalities={"rna": "rna", "atac": "atak"}),
+        KeyError,
+        r"no modality 'atak'.*Did you mean 'atac'\?",
+        id="setup_mudata-misspelt-modality",
+    ),
+    pytest.param(
+        lambda: setup_mu(mudata(atac_mod=_renamed_atac(lambda n: n[:50] + [f"x{i}" for i in range(10)]))),
+        ValueError,
+        r"different cells: 10 of 60 rna cells are missing from atac.*50 are shared",
+        id="setup_mudata-cells-differ",
+    ),
+    pytest.param(
+        lambda: setup_mu(_reordered_mudata()),
+        ValueError,
+        r"same 60 cells but in a different order.*atac = atac\[rna\.obs_names\]",
+        id="setup_mudata-cells-in-other-order",
+    ),
+    pytest.param(
+        lambda: setup_mu(atac_with(lambda a: poke(a, 0.5))),
+        ValueError,
+        r"ATAC matrix \(adata\.layers\['counts'\].*non-integer",
+        id="setup_mudata-non-integer-atac",
+    ),
+    pytest.param(
+        lambda: setup_mu(mudata(rna_mod=poke(rna(), np.nan))),
+        ValueError,
+        r"RNA matrix.*1 NaN",
+        id="setup_mudata-nan-rna",
+    ),
+    pytest.param(
+        lambda: setup_mu(atac_with(lambda a: a.layers.pop("counts"))),
+        KeyError,
+        r"layer='counts' is not in adata\.layers.*Available layers: none",
+        id="setup_mudata-missing-atac-layer",
+    ),
+    pytest.param(
+        lambda: setup_mu(mudata(), batch_key="Batch"),
+        KeyError,
+        r"batch_key='Batch' is not a column.*Did you mean 'batch'\?",
+        id="setup_mudata-misspelt-batch-key",
+    ),
+    pytest.param(
+        lambda: setup_mu(mudata(rna_mod=with_unknown(rna(), ["T", "Unknown"] * 30)),
+                         labels_key="ct"),
+        ValueError,
+        r"labels_key='ct'.*only 1 category.*at least 2",
+        id="setup_mudata-labels-one-category",
+    ),
+    pytest.param(
+        lambda: (setup_mu(m := mudata()), mixvi.MultiMixVI(m, n_components=61)),
+        ValueError,
+        r"n_components=61 exceeds the number of cells \(60\)",
+        id="MultiMixVI-n_components-gt-cells",
+    ),
+    pytest.param(
+        lambda: load_multi(atac_with(lambda a: _reverse_vars(a))),
+        ValueError,
+        r"peaks but in a different order",
+        id="MultiMixVI.load-peaks-in-other-order",
+        marks=MULTI_SAVE_LOAD,
+    ),
+    pytest.param(
+        lambda: latent_multi(atac_with(lambda a: _reverse_vars(a))),
+        ValueError,
+        r"peaks but in a different order",
+        id="MultiMixVI-latent-peaks-in-other-order",
+        marks=MULTI_SAVE_LOAD,
+    ),
+]
+
+
+def _renamed_atac(rename) -> ad.AnnData:
+    a = make_counts(n_cells=N_CELLS, n_genes=N_PEAKS, seed=1)
+    a.var_names = [f"chr1:{i * 100}-{i * 100 + 50}" for i in range(N_PEAKS)]
+    a.obs_names = rename(list(a.obs_names))
+    return a
+
+
+def _reordered_mudata() -> md.MuData:
+    m = mudata()
+    # MuData aligns modalities by name on construction: reorder one modality afterwards
+    m.mod["atac"] = m.mod["atac"][::-1].copy()
+    return m
+
+
+def _reverse_vars(a: ad.AnnData) -> None:
+    a._inplace_subset_var(a.var_names[::-1])
+
+
+@pytest.fixture(autouse=True)
+def _limited_memory(monkeypatch):
+    # the dense case must fail the same way on a big machine: pretend 16 GB are available
+    monkeypatch.setattr(_validate, "_available_memory_bytes", lambda: 16 * 10**9)
+
+
+@pytest.mark.parametrize(("call", "error", "match"), CASES)
+def test_bad_input_raises_clear_error(call, error, match):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. scvi-tools' own warnings on the way
+        with pytest.raises(error, match=match):
+            call()
+
+
+def test_errors_are_raised_before_registration():
+    """A refused AnnData is left as it was: no scvi-tools keys were written."""
+    adata = poke(rna(), np.nan)
+    with pytest.raises(ValueError):
+        setup(adata)
+    assert not [k for k in adata.obs if k.startswith("_scvi")]
+    assert not [k for k in adata.uns if k.startswith("_scvi")]
+
+
+def test_empty_cells_and_genes_warn_with_counts_and_fix():
+    c = dense(rna())
+    c[[4, 9]] = 0
+    c[:, 7] = 0
+    adata = with_layer(rna(), c)
+    with pytest.warns(
+        UserWarning,
+        match=r"2 of 60 cells have no RNA counts and 1 of 20 features are zero in every cell "
+        r"\(adata\.layers\['counts'\]\).*mixvi\.data\.drop_empty\(adata, layer='counts'\)",
+    ):
+        setup(adata)
+    kept = mixvi.data.drop_empty(adata, layer="counts")
+    assert kept.shape == (58, 19)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        mixvi.data.check_empty(kept, "counts")
+
+
+def test_one_batch_is_allowed():
+    """A single batch is valid data (no batch effect to remove), not an error."""
+    adata = set_obs(rna(), "batch", ["only"] * N_CELLS)
+    setup(adata)
+    model = mixvi.MixVI(adata, n_latent=2, n_hidden=8, n_components=2)
+    assert model.summary_stats.n_batch == 1
