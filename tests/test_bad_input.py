@@ -196,7 +196,8 @@ CASES = [
     pytest.param(
         lambda: setup(poke(rna(), 2.5)),
         ValueError,
-        r"1 non-integer value\(s\) \(e\.g\. 2\.5\).*adata\.layers\['counts'\] = adata\.X\.copy\(\)",
+        r"1 non-integer value\(s\) \(e\.g\. 2\.5\).*"
+        r"adata\.layers\['counts'\] = adata\.X\.copy\(\)",
         id="setup_anndata-non-integer",
     ),
     pytest.param(
@@ -329,7 +330,9 @@ CASES = [
         id="setup_mudata-misspelt-modality",
     ),
     pytest.param(
-        lambda: setup_mu(mudata(atac_mod=_renamed_atac(lambda n: n[:50] + [f"x{i}" for i in range(10)]))),
+        lambda: setup_mu(
+            mudata(atac_mod=_renamed_atac(lambda n: n[:50] + [f"x{i}" for i in range(10)]))
+        ),
         ValueError,
         r"different cells: 10 of 60 rna cells are missing from atac.*50 are shared",
         id="setup_mudata-cells-differ",

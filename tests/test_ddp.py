@@ -135,8 +135,10 @@ def test_mixvi_ddp_two_cpu_processes(tmp_path):
         assert info["prior_initialized"] and info["is_trained"]
     assert "mixture_entropy_train" in infos[0]["history"]
     # gradients are averaged and the k-means mixture is broadcast: one model on both ranks
-    np.testing.assert_array_equal(np.load(out / "params_rank0.npy"), np.load(out / "params_rank1.npy"))
-    np.testing.assert_array_equal(np.load(out / "prior_rank0.npy"), np.load(out / "prior_rank1.npy"))
+    for name in ("params", "prior"):
+        np.testing.assert_array_equal(
+            np.load(out / f"{name}_rank0.npy"), np.load(out / f"{name}_rank1.npy")
+        )
 
     # the model saved by rank 0 loads in a single process
     import mixvi
@@ -157,7 +159,9 @@ def test_multimixvi_ddp_two_cpu_processes(tmp_path):
     infos = [json.loads((out / f"info_rank{r}.json").read_text()) for r in (0, 1)]
     assert all(i["world_size"] == 2 and i["global_step"] == 4 for i in infos)
     assert all(i["prior_initialized"] for i in infos)
-    np.testing.assert_array_equal(np.load(out / "params_rank0.npy"), np.load(out / "params_rank1.npy"))
+    np.testing.assert_array_equal(
+        np.load(out / "params_rank0.npy"), np.load(out / "params_rank1.npy")
+    )
 
 
 def test_ddp_nonfinite_loss_on_one_rank_stops_all_without_hanging(tmp_path):

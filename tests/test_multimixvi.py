@@ -1,7 +1,7 @@
 """Tests of MultiMixVI (paired / mosaic RNA + ATAC with one shared mixture prior).
 
 Fast tests use ``pbmc_multiome_tiny`` (1,000 cells x 45 genes x 174 peaks) and one
-1,500-cell SNARE-seq subset; the held-out-20% SNARE-seq assertions are ``slow``.
+2,000-cell SNARE-seq subset; the held-out-20% SNARE-seq assertions are ``slow``.
 """
 
 from __future__ import annotations
@@ -118,6 +118,20 @@ def test_training_history_and_latents(trained_tiny):
         model.get_latent_representation(modality="protein")
 
 
+def test_trains_in_train_mode_after_inference(tiny):
+    """Lightning >= 2.2 keeps the module's mode when fit starts: an inference call before
+    ``train()`` (or a second ``train()``) must not leave it training in eval mode, with
+    dropout off and BatchNorm frozen (its running statistics would not move)."""
+    mixvi.MultiMixVI.setup_mudata(tiny, batch_key="batch")
+    model = mixvi.MultiMixVI(tiny, n_components=4, n_hidden=16)
+    model.get_latent_representation()
+    assert not model.module.training
+    bn = [m for m in model.module.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    before = [m.running_mean.clone() for m in bn]
+    model.train(max_epochs=1, **FAST)
+    assert all(not torch.equal(b, m.running_mean) for b, m in zip(before, bn))
+
+
 def test_write_to_mudata(trained_tiny):
     model, md = trained_tiny
     model.write_to_mudata(md, key_added="mm")
@@ -213,25 +227,27 @@ def test_mosaic_cells_use_their_own_modality(tiny):
 
 # -- real data: alignment on held-out cells ---------------------------------------------------
 def test_snareseq_subset_aligns_held_out_cells():
-    """1,500 training / 500 held-out SNARE-seq cells, 8 epochs (~25 s on one idle CPU thread).
+    """2,000 training / 500 held-out SNARE-seq cells, 10 epochs (~25 s on one CPU thread).
 
     FOSCTTM of the RNA-only vs the ATAC-only latents (0.5 = chance), measured with this
-    budget over seeds 0, 1, 2 (split 0) and split 1 (seed 0):
+    budget for seeds 0, 1, 2, 3 (split 0) and split 1 (seed 0):
 
-    * untrained encoders: 0.500-0.502, so the two encoders start unaligned;
-    * training cells: 0.154-0.178. Floor 0.25: the four-way loss and the alignment term
-      must pull the two posteriors of a cell together (a wide margin: any regression in
-      the optimisation shows here first);
-    * held-out cells: 0.337-0.364 (the small training set overfits; 2,000 cells x 10
-      epochs give 0.33, 3,000 x 4 or 4,000 x 3 give 0.34-0.35). Floor 0.40: above the
-      worst seed by more than the seed-to-seed spread, and below what a model after a
-      single epoch on all 8,247 training cells scores (0.42), so it fails encoders that
-      align only their training cells.
+    * untrained encoders: 0.493-0.504, so the two encoders start unaligned;
+    * training cells: 0.060-0.156. Floor 0.25: the four-way loss and the alignment term
+      must pull the two posteriors of a cell together (a wide margin: a regression in the
+      optimisation shows here first);
+    * held-out cells: 0.266-0.339 (mean 0.30; the small training set overfits). Floor
+      0.40: 0.06 above the worst seed, and below what a model after a single epoch on all
+      8,247 training cells scores (0.42), so it fails encoders that align only the cells
+      they were trained on.
+
+    The previous budget (1,500 cells x 8 epochs, 40% fewer cell-epochs) scored 0.359-0.376 on the
+    held-out cells, too close to the floor.
     """
     import scvi
 
     scvi.settings.seed = 0
-    mtr, mte = split(mixvi.datasets.snareseq_mouse_cortex(), n_train=1500, n_test=500)
+    mtr, mte = split(mixvi.datasets.snareseq_mouse_cortex(), n_train=2000, n_test=500)
     mixvi.MultiMixVI.setup_mudata(mtr, batch_key="batch")
     mixvi.MultiMixVI.setup_mudata(mte, batch_key="batch")
     model = mixvi.MultiMixVI(mtr, n_components=15)
@@ -242,7 +258,7 @@ def test_snareseq_subset_aligns_held_out_cells():
         return M.foscttm(zr, za)
 
     assert foscttm(mte) > 0.45  # untrained: chance
-    model.train(max_epochs=8, **FAST)
+    model.train(max_epochs=10, **FAST)
     assert foscttm() < 0.25  # training cells
     assert foscttm(mte) < 0.40  # held-out cells
 
@@ -255,7 +271,29 @@ def snare_split():
 
 @pytest.mark.slow
 def test_snareseq_held_out_alignment_translation_clusters(snare_split):
-    """8,247 training cells x 10 epochs; held-out 2,062 cells."""
+    """8,247 training cells x 10 epochs; held-out 2,062 cells (~3 min on one CPU thread).
+
+    The budget of ``benchmarks/multimodal`` (same split, defaults, 10 epochs): seed 0
+    reproduces its numbers exactly. Measured for seeds 0 / 1 / 2, and the floors:
+
+    ============================  =====================  =================================
+    held-out score                measured               floor (margin)
+    ============================  =====================  =================================
+    FOSCTTM (chance 0.5)          0.114 / 0.112 / 0.120  < 0.15 (MULTIVI at 100 epochs:
+                                                         0.141; BABEL-style: 0.27)
+    RNA from ATAC, per-cell r     0.519 / 0.524 / 0.524  > mean-profile floor (0.495)
+                                                         + 0.012, half the smallest gain
+    RNA from ATAC, per-gene r     0.110 / 0.106 / 0.107  > 0.08 (floor: undefined; MULTIVI
+                                                         10 epochs 0.002, 100 epochs 0.104)
+    peaks from RNA, AUROC         0.842 / 0.843 / 0.843  > floor (0.826) + 0.008, half the
+                                                         smallest gain
+    mixture clusters, ARI         0.336 / 0.350 / 0.380  > 0.28 (MULTIVI + Leiden: 0.27)
+    ============================  =====================  =================================
+
+    The translation gains over the floor are small on data this shallow (median 247 UMIs,
+    83 fragments per cell) and shrink for peaks with longer training (30 epochs: AUROC
+    0.831), so the margins are half the measured gains rather than fixed numbers.
+    """
     import scvi
 
     scvi.settings.seed = 0
@@ -267,32 +305,32 @@ def test_snareseq_held_out_alignment_translation_clusters(snare_split):
     mixvi.MultiMixVI.setup_mudata(mte, batch_key="batch")
     zr = model.get_latent_representation(mte, modality="rna")
     za = model.get_latent_representation(mte, modality="atac")
-    # MULTIVI at 100 epochs: 0.141; floor 0.2 = well below chance (0.5) and the BABEL-style
-    # reference (0.27)
-    print("MEASURE full foscttm", M.foscttm(zr, za))
-    assert M.foscttm(zr, za) < 0.20
+    assert M.foscttm(zr, za) < 0.15
     # translation beats the mean training profile
     obs_rna, obs_atac = mte["rna"].layers["counts"], mte["atac"].layers["counts"]
     r = M.rna_translation_metrics(model.predict_rna_from_atac(mte["atac"]).X, obs_rna)
     floor = M.rna_translation_metrics(M.mean_profile_baseline(mtr["rna"].layers["counts"], mte.n_obs), obs_rna)
-    print("MEASURE full rna", r, floor)
-    assert r["pearson_cell"] > floor["pearson_cell"]
-    assert r["pearson_gene"] > 0.05
+    assert r["pearson_cell"] > floor["pearson_cell"] + 0.012
+    assert r["pearson_gene"] > 0.08
     a = M.atac_translation_metrics(model.predict_atac_from_rna(mte["rna"]).X, obs_atac)
     fa = M.atac_translation_metrics(
         M.mean_profile_baseline(mtr["atac"].layers["counts"], mte.n_obs, modality="atac"), obs_atac
     )
-    print("MEASURE full atac", a, fa)
-    assert a["auroc"] > fa["auroc"]
-    # mixture clusters agree with cell types (MULTIVI + Leiden: ARI 0.27)
+    assert a["auroc"] > fa["auroc"] + 0.008
+    # the mixture's own clusters, no Leiden
     cl = model.get_cluster_assignments(mte)["cluster"]
-    print("MEASURE full clusters", M.cluster_agreement(cl, mte.obs["cell_type"], exclude=["Mis"]))
-    assert M.cluster_agreement(cl, mte.obs["cell_type"], exclude=["Mis"])["ari"] > 0.25
+    assert M.cluster_agreement(cl, mte.obs["cell_type"], exclude=["Mis"])["ari"] > 0.28
 
 
 @pytest.mark.slow
 def test_snareseq_mosaic_third_rna_third_atac(snare_split):
-    """A third of the training cells RNA-only, a third ATAC-only: still aligned."""
+    """A third of the training cells RNA-only, a third ATAC-only: still aligned.
+
+    10 epochs (~3 min). Held-out FOSCTTM measured 0.146 / 0.144 (seeds 0 / 1) against
+    0.114 / 0.112 with every training cell paired (previous test). Floor 0.19: above both
+    seeds by 0.045, still far below chance (0.5) and the fully paired BABEL-style reference
+    (0.27).
+    """
     import scvi
 
     scvi.settings.seed = 0
@@ -314,5 +352,4 @@ def test_snareseq_mosaic_third_rna_third_atac(snare_split):
     mixvi.MultiMixVI.setup_mudata(mte, batch_key="batch")
     zr = model.get_latent_representation(mte, modality="rna")
     za = model.get_latent_representation(mte, modality="atac")
-    print("MEASURE mosaic foscttm", M.foscttm(zr, za))
-    assert M.foscttm(zr, za) < 0.25
+    assert M.foscttm(zr, za) < 0.19

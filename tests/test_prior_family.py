@@ -43,6 +43,16 @@ def _kang_with_hidden_labels(seed: int = 0):
     return adata, truth, hidden
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Train on one thread: on a shared, oversubscribed 2-core machine two torch threads
+    were ~15x slower (OpenMP spin-waits); the networks are too small to gain from more."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def kang_label_model():
     """MixVI with the label prior on Kang, 75% of the labels known, 45 epochs (seed 0)."""
@@ -53,14 +63,7 @@ def kang_label_model():
         unlabeled_category=UNKNOWN,
     )
     model = mixvi.MixVI(adata)  # n_components defaults to the 5 known labels
-    # One thread: on a shared, oversubscribed machine two torch threads were ~15x slower
-    # (OpenMP spin-waits); the networks are too small to gain from more.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model.train(max_epochs=LABEL_EPOCHS, **FAST_TRAIN)
-    finally:
-        torch.set_num_threads(threads)
+    model.train(max_epochs=LABEL_EPOCHS, **FAST_TRAIN)
     return model, adata, truth, hidden
 
 

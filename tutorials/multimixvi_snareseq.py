@@ -41,6 +41,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import scanpy as sc  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 import scvi  # noqa: E402
@@ -56,12 +57,13 @@ ROOT = Path(__file__).resolve().parent
 FIGURES = ROOT / "figures"
 MODEL_DIR = ROOT.parent / "out" / "multimixvi_snareseq_model"
 MARKERS = {"Sst": "InS", "Vip": "InV", "Pvalb": "InP", "Mbp": "OliM"}  # gene: cell type expressing it
-# Kelly's colours of maximum contrast (without white and grey) and three more: scanpy's default
-# for 23 categories is a set of pastels too alike to tell the cell types apart
-DISTINCT = ["#F3C300", "#875692", "#F38400", "#A1CAF1", "#BE0032", "#C2B280", "#008856", "#E68FAC",
-            "#0067A5", "#F99379", "#604E97", "#F6A600", "#B3446C", "#DCD300", "#882D17", "#8DB600",
-            "#654522", "#E25822", "#2B3D26", "#17BECF", "#1F77B4", "#222222"]
-
+# Kelly's colours of maximum contrast (without white and grey) and three more, the most distinct
+# first: scanpy's default for 23 categories is a set of pastels too alike to tell types apart
+DISTINCT = ["#1F77B4", "#BE0032", "#F38400", "#008856", "#875692", "#C2B280", "#A1CAF1", "#E68FAC",
+            "#F3C300", "#882D17", "#8DB600", "#604E97", "#17BECF", "#654522", "#F99379", "#B3446C",
+            "#DCD300", "#0067A5", "#E25822", "#2B3D26", "#F6A600", "#222222"]
+MIS_COLOR = "#A9A9A9"  # "Mis" is not a cell type: grey
+BACKGROUND = "#EBEBEB"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -119,11 +121,16 @@ def panels(a: AnnData, colors: list[str], titles: list[str], path: Path, palette
     plt.close(fig)
 
 
-def cell_type_colors(a: AnnData) -> None:
-    """Distinct colours for ``a.obs["cell_type"]``; ``Mis`` (not a cell type) light grey."""
-    cats = list(a.obs["cell_type"].cat.categories)
+def type_palette(labels) -> dict[str, str]:
+    """A colour per cell type, the most distinct colours for the largest types; ``Mis`` grey."""
+    counts = labels.astype(str).value_counts()
     others = iter(DISTINCT * 2)
-    a.uns["cell_type_colors"] = ["#D3D3D3" if c == "Mis" else next(others) for c in cats]
+    return {t: MIS_COLOR if t == "Mis" else next(others) for t in counts.index}
+
+
+def cell_type_colors(a: AnnData, palette: dict[str, str]) -> None:
+    """Set ``a.uns["cell_type_colors"]`` from ``palette`` (same colours in every figure)."""
+    a.uns["cell_type_colors"] = [palette[c] for c in a.obs["cell_type"].cat.categories]
 
 
 def log_norm(X) -> np.ndarray:
@@ -177,6 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     tr, te = train_test_split(idx, test_size=0.2, random_state=args.seed,
                               stratify=mdata.obs["cell_type"])
     train, test = mdata[np.sort(tr)].copy(), mdata[np.sort(te)].copy()
+    palette = type_palette(mdata.obs["cell_type"])
     print(f"SNARE-seq: {mdata.n_obs} cells, {mdata['rna'].n_vars} genes, {mdata['atac'].n_vars} "
           f"peaks; {train.n_obs} training / {test.n_obs} held-out cells")
 
@@ -211,6 +219,8 @@ def main(argv: list[str] | None = None) -> dict:
     mixvi.pl.training_curves(model, keys=keys, ax=list(axes.flat[:7]), show=False,
                              skip_epochs=1 if n_epochs > 3 else 0)
     axes.flat[7].axis("off")
+    log_k = np.log(model.module.prior.n_components)
+    axes.flat[6].set_ylim(0, 1.08 * log_k)  # keep the log K line off the frame
     fig.suptitle(f"MultiMixVI training on {train.n_obs} SNARE-seq cells (per cell, per epoch)")
     fig.savefig(figdir / "snare_training.png", dpi=110)
     plt.close(fig)
@@ -225,9 +235,10 @@ def main(argv: list[str] | None = None) -> dict:
           f"NMI {agree_tr['nmi']:.3f}; {n_used} of {model.module.prior.n_components} components hold cells")
 
     obs = train.obs[["cell_type", "batch", "multimixvi_cluster"]].copy()
-    obs["multimixvi_cluster"] = obs["multimixvi_cluster"].astype(str).astype("category")
+    order = sorted(obs["multimixvi_cluster"].astype(str).unique(), key=lambda c: (len(c), c))
+    obs["multimixvi_cluster"] = pd.Categorical(obs["multimixvi_cluster"].astype(str), categories=order)
     joint = umap_of(train.obsm["X_multimixvi"], obs)
-    cell_type_colors(joint)
+    cell_type_colors(joint, palette)
     cluster_palette = sc.pl.palettes.default_102 if n_used > 20 else sc.pl.palettes.default_20
     panels(joint, ["cell_type", "multimixvi_cluster", "batch"],
            ["cell type (Chen et al.)", f"mixture cluster (ARI {agree_tr['ari']:.2f} vs cell type)",
@@ -241,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
     obs2["modality"] = np.repeat(["RNA encoder", "ATAC encoder"], train.n_obs)
     obs2["modality"] = obs2["modality"].astype("category")
     both = umap_of(np.vstack([zr, za]), obs2)
-    cell_type_colors(both)
+    cell_type_colors(both, palette)
     rng = np.random.default_rng(0)
     both = both[rng.permutation(both.n_obs)].copy()  # neither modality drawn on top of the other
     panels(both, ["modality", "cell_type", "multimixvi_cluster"],
@@ -270,16 +281,16 @@ def main(argv: list[str] | None = None) -> dict:
     obs_te = test.obs[["cell_type"]].iloc[np.r_[np.arange(n), np.arange(n)]].reset_index(drop=True)
     obs_te.index = obs_te.index.astype(str)
     shared = umap_of(np.vstack([zr_te, za_te]), obs_te)  # one UMAP: positions comparable
-    cell_type_colors(shared)  # copied into both halves below
+    cell_type_colors(shared, palette)  # copied into both halves below
     fig, axes = plt.subplots(1, 2, figsize=(13.5, 5.6), layout="constrained")
     for ax, part, name in zip(axes, (slice(0, n), slice(n, 2 * n)), ("RNA encoder only", "ATAC encoder only")):
-        sc.pl.umap(shared, ax=ax, show=False, frameon=False, size=10, na_color="lightgrey",
-                   title="", legend_loc=None)  # grey: all cells of both halves, for context
+        xy = shared.obsm["X_umap"]
+        ax.scatter(xy[:, 0], xy[:, 1], s=3, c=BACKGROUND, lw=0, rasterized=True)  # both halves
         sc.pl.umap(shared[part].copy(), color="cell_type", ax=ax, show=False, frameon=False, size=10,
                    title=f"{name}: {n} held-out cells",
                    legend_loc="right margin" if ax is axes[1] else None, legend_fontsize=7)
-    fig.suptitle(f"The same held-out cells encoded from one modality each, one shared UMAP "
-                 f"(FOSCTTM {fos:.3f}, chance 0.5)")
+    fig.suptitle(f"The same held-out cells encoded from one modality each, in one shared UMAP "
+                 f"(light grey: the other half; FOSCTTM {fos:.3f}, chance 0.5)")
     fig.savefig(figdir / "snare_rna_vs_atac_only.png", dpi=110)
     plt.close(fig)
 
@@ -331,7 +342,8 @@ def main(argv: list[str] | None = None) -> dict:
         ax.set_xlabel("observed (cell-type mean, log1p CP10k)", fontsize=8)
         ax.set_ylabel("predicted from ATAC (cell-type mean)", fontsize=8)
     handles, names = axd["A"].get_legend_handles_labels()
-    fig.legend(handles, names, loc="outside upper center", ncol=4, fontsize=8, frameon=False)
+    fig.legend(handles, names, loc="outside lower center", ncol=4, fontsize=9, frameon=False,
+               title="top row:", title_fontsize=9, alignment="left")
     rc_model = per_cell_pearson(pred_log, obs_log)
     rc_floor = per_cell_pearson(np.broadcast_to(floor_log, obs_log.shape), obs_log)
     ax = axd["E"]
@@ -347,15 +359,15 @@ def main(argv: list[str] | None = None) -> dict:
     ax.hist(rg[np.isfinite(rg)], bins=40, color="tab:blue", alpha=0.7,
             label=f"MultiMixVI (mean {np.nanmean(rg):.3f})")
     ax.axvline(0, color="grey", ls="--", lw=1.2, label="mean-profile floor: no signal (r undefined)")
-    top = ax.get_ylim()[1]
+    ytop = ax.get_ylim()[1]
     for k, g in enumerate(sorted(MARKERS, key=lambda g: rg[gi[g]])):
         ax.axvline(rg[gi[g]], color="tab:red", lw=0.8)
-        ax.annotate(g, (rg[gi[g]], top * (0.55 + 0.12 * k)), fontsize=7, xytext=(2, 0),
+        ax.annotate(g, (rg[gi[g]], ytop * (0.55 + 0.12 * k)), fontsize=7, xytext=(2, 0),
                     textcoords="offset points", color="tab:red")
     ax.set_xlabel("Pearson r across held-out cells, per gene", fontsize=8)
     ax.set_ylabel("genes", fontsize=8)
     ax.set_title("RNA from ATAC: per-gene r", fontsize=10)
-    ax.legend(fontsize=7, loc="upper right", title="red: the four markers", title_fontsize=7)
+    ax.legend(fontsize=7, loc="center right", title="red: the four markers", title_fontsize=7)
     ax = axd["G"]
     floor_atac = M.mean_profile_baseline(train["atac"].layers["counts"], 1, modality="atac")[0]
     au_model = per_cell_auroc(atac_pred.X, obs_atac)

@@ -7,11 +7,20 @@ and how many mixture components stay in use.
 Rerun (what this folder's results.md reports; one invocation per seed, each tagged, so
 that a partial run still leaves complete files; --report merges every results_*.csv)::
 
-    for s in 0 1 2; do python benchmarks/priors/run_priors.py --datasets kang --seeds $s \
-        --max-epochs 150 --tag s$s; done          # all five configs (s1, s2: --configs normal gmm)
+    python benchmarks/priors/run_priors.py --datasets kang --seeds 0 --max-epochs 150 --tag s0
+    for s in 1 2; do python benchmarks/priors/run_priors.py --datasets kang --seeds $s \
+        --max-epochs 150 --configs normal gmm --tag s$s; done
     python benchmarks/priors/run_priors.py --datasets snare --seeds 0 --max-epochs 40 \
-        --configs normal gmm hierarchical --tag s0
-    python benchmarks/priors/run_priors.py --report   # summary.md + priors.png from the CSVs
+        --configs normal gmm --tag s0
+    python benchmarks/priors/run_priors.py --datasets snare --seeds 0 --max-epochs 40 \
+        --configs hierarchical --tag s0h
+    python benchmarks/priors/run_priors.py --datasets snare --seeds 1 --max-epochs 40 \
+        --configs normal gmm --tag s1
+    python benchmarks/priors/run_priors.py --report   # all_runs.csv, summary.md, priors.png
+
+Without ``--configs`` a dataset runs all five configurations on Kang and
+normal / gmm / hierarchical on SNARE. ``--rescore --datasets kang --tag s2`` reruns only
+the scIB benchmark on saved latents.
 
 Quick smoke run (a minute or two on a free core; writes into ``--out``)::
 
@@ -54,7 +63,11 @@ import argparse
 import logging
 import os
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy: the machine is shared
+# Before numpy / numba load: the machine is shared. numba (scanpy's UMAP connectivities)
+# otherwise resets the OpenMP pool that torch shares to all cores, and two spinning threads
+# on an oversubscribed machine made training ~5x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 import sys
 import time
 import warnings
@@ -64,6 +77,7 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
+THREADS = 1
 
 CONFIGS = {
     "normal": {"model": {"prior": "normal"}, "train": {}},
@@ -139,6 +153,7 @@ def train_one(adata, dataset: str, config: str, seed: int, n_comp: int, epochs: 
 
     scvi.settings.seed = seed
     torch.manual_seed(seed)
+    torch.set_num_threads(THREADS)  # scoring (numba) may have changed it
     cfg = CONFIGS[config]
     adata = adata.copy()
     mixvi.MixVI.setup_anndata(adata, layer="counts", batch_key="batch")
@@ -212,8 +227,11 @@ def run_scib(adata, latents: dict[str, np.ndarray], exclude, n_jobs: int = 1) ->
     sc.pp.log1p(sub)
     for key, emb in latents.items():
         sub.obsm[key] = emb[keep]
-    res = scib_benchmark(sub, list(latents), batch_key="batch", label_key="cell_type",
-                         n_jobs=n_jobs)
+    # unintegrated reference: the Benchmarker's own PCA (50 comps, arpack) scored as an embedding
+    sub.obsm["X_pca"] = sc.pp.pca(sub.X, n_comps=50, svd_solver="arpack")
+    sub.obsm["unintegrated_pca"] = sub.obsm["X_pca"]
+    res = scib_benchmark(sub, [*latents, "unintegrated_pca"], batch_key="batch",
+                         label_key="cell_type", n_jobs=n_jobs)
     res = res.drop(index="Metric Type", errors="ignore")
     res = res[[c for c in SCIB_COLS if c in res.columns]].rename(columns=SCIB_COLS)
     res.index.name = "run"
@@ -249,17 +267,39 @@ def run_dataset(dataset: str, configs, seeds, epochs: int, out: Path, scib: bool
     np.savez_compressed(out / f"latents_{name}.npz", **latents)
     pd.concat(hists).to_csv(out / f"history_{name}.csv", index=False)
     if scib:
-        t0 = time.time()
-        res = run_scib(adata, latents, exclude, n_jobs=n_jobs)
-        print(f"[{dataset}] scib-metrics Benchmarker: {time.time() - t0:.0f}s", flush=True)
-        df = df.merge(res, left_on="run", right_index=True, how="left")
-        pca = res.loc[[i for i in res.index if i not in latents]]
-        for name, prow in pca.iterrows():  # unintegrated reference row
-            df = pd.concat([df, pd.DataFrame([{"dataset": dataset, "config": "unintegrated_pca",
-                                               "seed": -1, "run": name, **prow.to_dict()}])])
+        df = add_scib(df, adata, latents, dataset, exclude, n_jobs)
     df.to_csv(out / f"results_{name}.csv", index=False)
     (out / f"results_{name}.partial.csv").unlink(missing_ok=True)
     return df
+
+
+def add_scib(df, adata, latents, dataset, exclude, n_jobs) -> pd.DataFrame:
+    """Merge the Benchmarker's scores into the per-run rows, plus the unintegrated row."""
+    t0 = time.time()
+    res = run_scib(adata, latents, exclude, n_jobs=n_jobs)
+    print(f"[{dataset}] scib-metrics Benchmarker: {time.time() - t0:.0f}s", flush=True)
+    df = df[df["config"] != "unintegrated_pca"].drop(columns=list(res.columns), errors="ignore")
+    df = df.merge(res, left_on="run", right_index=True, how="left")
+    reference = res.loc[[i for i in res.index if i not in latents]]
+    for run, prow in reference.iterrows():  # unintegrated reference row
+        df = pd.concat([df, pd.DataFrame([{"dataset": dataset, "config": "unintegrated_pca",
+                                           "seed": -1, "run": run, **prow.to_dict()}])])
+    return df
+
+
+def rescore(dataset: str, tag: str, out: Path, n_jobs: int) -> None:
+    """Rerun the scIB benchmark on saved latents (``latents_<name>.npz``)."""
+    name = f"{dataset}_{tag}" if tag else dataset
+    adata, _, exclude = load(dataset)
+    path = out / f"results_{name}.csv"
+    if not path.exists():
+        path = out / f"results_{name}.partial.csv"
+    df = pd.read_csv(path)
+    with np.load(out / f"latents_{name}.npz") as f:
+        latents = {k: f[k] for k in f.files}
+    df = add_scib(df, adata, latents, dataset, exclude, n_jobs)
+    df.to_csv(out / f"results_{name}.csv", index=False)
+    (out / f"results_{name}.partial.csv").unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------- report
@@ -387,6 +427,8 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true",
                    help="smoke run: kang, seed 0, 10 epochs, gmm + normal, no scIB")
     p.add_argument("--report", action="store_true", help="only rebuild summary + figure")
+    p.add_argument("--rescore", action="store_true",
+                   help="rerun only the scIB benchmark on the saved latents of --datasets/--tag")
     p.add_argument("--threads", type=int, default=1, help="torch / BLAS threads")
     p.add_argument("--out", type=Path, default=HERE)
     p.add_argument("--tag", default="",
@@ -401,7 +443,14 @@ def main(argv=None) -> None:
         return
     import torch
 
+    global THREADS
+    THREADS = args.threads
     torch.set_num_threads(args.threads)
+    if args.rescore:
+        for dataset in args.datasets:
+            rescore(dataset, args.tag, args.out, args.threads)
+        report(args.out)
+        return
     if args.quick:
         args.datasets, args.seeds, args.max_epochs = ["kang"], [0], args.max_epochs or 10
         args.configs = args.configs or ["normal", "gmm"]

@@ -14,17 +14,24 @@ so cells are new draws with the same sparsity; zeros stay zeros, nothing is dens
 has 1,267 genes; 733 more are binomially thinned copies (keep probability 0.3-1) of randomly
 chosen Kang genes, to reach 2,000. Each dataset is written once to an h5ad / h5mu cache.
 
+``mixvi_backed`` trains MixVI from ``anndata.read_h5ad(path, backed="r")``: the counts stay on
+disk and each minibatch is read from the file.
+
 Runs. Every (model, size) pair is trained in a fresh child process that loads the data from
 disk, so its peak resident memory (``VmHWM`` of ``/proc/self/status``; ``ru_maxrss`` would
 inherit the parent's size) is its own.
 The pairs of a size run back to back (MixVI then SCVI, ...) to share machine conditions.
 SCVI runs with its default ZINB likelihood (``scvi``) and, at the smaller sizes, with MixVI's
-default NB (``scvi_nb``), which isolates the cost of the mixture prior. Same settings for all: 1 torch thread, batch size 128, all cells for training
+default NB (``scvi_nb``), which isolates the cost of the mixture prior. Same settings for all:
+1 torch thread, batch size 128, all cells for training
 (``train_size=1.0``), ``n_hidden=128``, ``n_latent`` 16 (MixVI / SCVI) or 20 (multi), and the
 models' defaults otherwise (MixVI: 10 components; the mixture is initialised at epoch 0 so
 that the mixture KL is active in every measured step, and the k-means initialisation is
 included in the time). Throughput = cells x epochs / seconds between Lightning's
-``on_train_start`` and ``on_train_end``.
+``on_train_start`` and ``on_train_end``. After training, ``get_latent_representation`` runs
+once with ``batch_size=1024``; "peak incl. inference" is the process peak after it (see
+docs/scaling.md: at 200k cells 1024-cell batches leave glibc heap fragmentation of up to
+0.8 GB; scvi-tools' default of 128 adds none).
 """
 
 from __future__ import annotations
@@ -87,7 +94,7 @@ def _resample(X, idx, rng, size):
 
 
 def make_rna(n_cells: int, seed: int = 0) -> Path:
-    path = CACHE / f"kang_{n_cells}x{N_GENES}.h5ad"
+    path = CACHE / f"kang_{n_cells}x{N_GENES}_X.h5ad"
     if path.exists():
         return path
     import anndata as ad
@@ -114,14 +121,13 @@ def make_rna(n_cells: int, seed: int = 0) -> Path:
     var = pd.DataFrame(
         index=list(kang.var_names) + [f"{kang.var_names[j]}_copy{i}" for i, j in enumerate(src)]
     )
-    adata = ad.AnnData(X=counts, obs=obs, var=var)
-    adata.layers["counts"] = counts
+    adata = ad.AnnData(X=counts, obs=obs, var=var)  # one copy of the counts, in .X
     adata.write_h5ad(path)
     return path
 
 
 def make_multi(n_cells: int, seed: int = 0) -> Path:
-    path = CACHE / f"snare_{n_cells}x{N_PEAKS}peaks.h5mu"
+    path = CACHE / f"snare_{n_cells}x{N_PEAKS}peaks_X.h5mu"
     if path.exists():
         return path
     import anndata as ad
@@ -147,9 +153,7 @@ def make_multi(n_cells: int, seed: int = 0) -> Path:
         ("atac", A, snare["atac"].var.iloc[top, :0]),
     ):
         counts = _resample(M, idx, rng, size)
-        a = ad.AnnData(X=counts, obs=obs.copy(), var=var.copy())
-        a.layers["counts"] = counts
-        mods[name] = a
+        mods[name] = ad.AnnData(X=counts, obs=obs.copy(), var=var.copy())  # counts in .X
     mdata = md.MuData(mods)
     mdata.obs["batch"] = obs["batch"].to_numpy()
     mdata.write(path)
@@ -185,21 +189,27 @@ def child(model_name: str, path: str, epochs: int, threads: int) -> dict:
     scvi.settings.seed = 0
     common = dict(max_epochs=epochs, train_size=1.0, batch_size=128, enable_progress_bar=False,
                   enable_model_summary=False, callbacks=[clock])
-    if model_name in ("mixvi", "scvi", "scvi_nb"):
+    if model_name in ("mixvi", "scvi", "scvi_nb", "mixvi_backed"):
         import anndata as ad
 
-        adata = ad.read_h5ad(path)
-        data_mb = sum(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes
-                      for m in (adata.layers["counts"],)) / 2**20
+        if model_name == "mixvi_backed":
+            adata = ad.read_h5ad(path, backed="r")
+            group = adata.X.group
+            data_mb = sum(group[k].size * group[k].dtype.itemsize
+                          for k in ("data", "indices", "indptr")) / 2**20
+        else:
+            adata = ad.read_h5ad(path)
+            X = adata.X
+            data_mb = (X.data.nbytes + X.indices.nbytes + X.indptr.nbytes) / 2**20
         rss_data = _rss_mb()
         t_setup = time.perf_counter()
-        if model_name == "mixvi":
-            mixvi.MixVI.setup_anndata(adata, layer="counts", batch_key="batch")
+        if model_name.startswith("mixvi"):
+            mixvi.MixVI.setup_anndata(adata, batch_key="batch")
             model = mixvi.MixVI(adata, n_latent=16)
             t_setup = time.perf_counter() - t_setup
             model.train(prior_init_epoch=0, **common)
         else:
-            scvi.model.SCVI.setup_anndata(adata, layer="counts", batch_key="batch")
+            scvi.model.SCVI.setup_anndata(adata, batch_key="batch")
             likelihood = "nb" if model_name == "scvi_nb" else "zinb"  # SCVI's default: zinb
             model = scvi.model.SCVI(adata, n_latent=16, gene_likelihood=likelihood)
             t_setup = time.perf_counter() - t_setup
@@ -209,12 +219,14 @@ def child(model_name: str, path: str, epochs: int, threads: int) -> dict:
         import mudata as md
 
         mdata = md.read_h5mu(path)
-        data_mb = sum(m.layers["counts"].data.nbytes + m.layers["counts"].indices.nbytes
+        data_mb = sum(m.X.data.nbytes + m.X.indices.nbytes + m.X.indptr.nbytes
                       for m in mdata.mod.values()) / 2**20
         rss_data = _rss_mb()
         t_setup = time.perf_counter()
         if model_name == "multimixvi":
-            mixvi.MultiMixVI.setup_mudata(mdata, batch_key="batch")
+            mixvi.MultiMixVI.setup_mudata(
+                mdata, rna_layer=None, atac_layer=None, batch_key="batch"
+            )
             model = mixvi.MultiMixVI(mdata, n_latent=20)
             t_setup = time.perf_counter() - t_setup
             model.train(prior_init_epoch=0, **common)
@@ -222,14 +234,15 @@ def child(model_name: str, path: str, epochs: int, threads: int) -> dict:
             from scvi.model import MULTIVI
 
             mods = {"rna_layer": "rna", "atac_layer": "atac", "batch_key": "rna"}
-            MULTIVI.setup_mudata(mdata, rna_layer="counts", atac_layer="counts",
-                                 batch_key="batch", modalities=mods)
+            MULTIVI.setup_mudata(mdata, rna_layer=None, atac_layer=None, batch_key="batch",
+                                 modalities=mods)
             model = MULTIVI(mdata, n_genes=mdata["rna"].n_vars, n_regions=mdata["atac"].n_vars,
                             n_latent=20)
             t_setup = time.perf_counter() - t_setup
             model.train(early_stopping=False, **common)
         n_obs, n_features = mdata.n_obs, mdata["rna"].n_vars + mdata["atac"].n_vars
     peak_train = _peak_mb()
+    rss_train = _rss_mb()
     t_inf = time.perf_counter()
     z = model.get_latent_representation(batch_size=1024)
     t_inf = time.perf_counter() - t_inf
@@ -241,7 +254,8 @@ def child(model_name: str, path: str, epochs: int, threads: int) -> dict:
         "latent_cells_per_s": n_obs / t_inf,
         "data_mb": data_mb, "rss_imports_mb": rss_imports, "rss_after_load_mb": rss_data,
         "peak_train_mb": peak_train, "peak_mb": _peak_mb(),
-        "train_overhead_mb": peak_train - rss_data,
+        "train_overhead_mb": peak_train - rss_data, "rss_after_train_mb": rss_train,
+        "rss_end_mb": _rss_mb(),
     }
 
 
@@ -271,7 +285,8 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    style = {"mixvi": ("C0", "-o"), "scvi": ("C1", "--s"), "scvi_nb": ("C4", ":s"),
+    style = {"mixvi": ("C0", "-o"), "mixvi_backed": ("C0", ":o"), "scvi": ("C1", "--s"),
+             "scvi_nb": ("C4", ":s"),
              "multimixvi": ("C2", "-^"), "multivi": ("C3", "--v")}
     for model, (color, fmt) in style.items():
         sel = sorted((r for r in rows if r["model"] == model), key=lambda r: r["n_cells"])
@@ -279,15 +294,17 @@ def plot(rows: list[dict], path: Path) -> None:
             continue
         n = [r["n_cells"] for r in sel]
         axes[0].plot(n, [r["cells_epochs_per_s"] for r in sel], fmt, color=color, label=model)
-        axes[1].plot(n, [r["peak_mb"] / 1024 for r in sel], fmt, color=color, label=model)
+        axes[1].plot(n, [r["peak_train_mb"] - r["rss_imports_mb"] for r in sel], fmt,
+                     color=color, label=model)
     data = sorted({(r["n_cells"], r["data_mb"]) for r in rows if r["model"] == "scvi"})
     if data:
-        axes[1].plot([d[0] for d in data], [d[1] / 1024 for d in data], ":", color="grey",
-                     label="RNA counts (CSR)")
+        axes[1].plot([d[0] for d in data], [d[1] for d in data], ":", color="grey",
+                     label="RNA counts in memory (CSR)")
     axes[0].set(xscale="log", xlabel="cells", ylabel="training cells x epochs / s",
                 title="Throughput (1 CPU thread)")
-    axes[1].set(xscale="log", yscale="log", xlabel="cells", ylabel="peak RSS (GiB)",
-                title="Peak memory of the training process")
+    axes[1].set(xscale="log", yscale="log", xlabel="cells",
+                ylabel="peak RSS in training - RSS after imports (MB)",
+                title="Memory above the ~0.7 GB of imports")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -295,20 +312,29 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+REFERENCE = {"mixvi": "scvi", "scvi_nb": "scvi", "mixvi_backed": "mixvi",
+             "multimixvi": "multivi"}
+
+
 def table(rows: list[dict]) -> str:
+    by_key = {(r["model"], r["n_cells"]): r for r in rows}
     lines = [
-        "| model | cells | features | epochs | cells x epochs / s | latent cells / s | "
-        "peak RSS (MB) | RSS after load (MB) | train overhead (MB) | counts (MB) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | cells | epochs | cells x epochs / s | vs | peak RSS in training (MB) | "
+        "RSS after loading data (MB) | training overhead (MB) | counts (MB) | "
+        "peak incl. inference (MB) | latent cells / s |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
-    order = ["mixvi", "scvi", "scvi_nb", "multimixvi", "multivi"]
+    order = ["mixvi", "scvi", "scvi_nb", "mixvi_backed", "multimixvi", "multivi"]
     for r in sorted(rows, key=lambda r: (r["model"] in ("multimixvi", "multivi"), r["n_cells"],
                                          order.index(r["model"]))):
+        ref = by_key.get((REFERENCE.get(r["model"]), r["n_cells"]))
+        vs = (f"{r['cells_epochs_per_s'] / ref['cells_epochs_per_s']:.2f}x {ref['model']}"
+              if ref else "")
         lines.append(
-            f"| {r['model']} | {r['n_cells']:,} | {r['n_features']:,} | {r['epochs']} | "
-            f"{r['cells_epochs_per_s']:,.0f} | {r['latent_cells_per_s']:,.0f} | "
-            f"{r['peak_mb']:,.0f} | {r['rss_after_load_mb']:,.0f} | "
-            f"{r['train_overhead_mb']:,.0f} | {r['data_mb']:,.0f} |"
+            f"| {r['model']} | {r['n_cells']:,} | {r['epochs']} | "
+            f"{r['cells_epochs_per_s']:,.0f} | {vs} | {r['peak_train_mb']:,.0f} | "
+            f"{r['rss_after_load_mb']:,.0f} | {r['train_overhead_mb']:,.0f} | "
+            f"{r['data_mb']:,.0f} | {r['peak_mb']:,.0f} | {r['latent_cells_per_s']:,.0f} |"
         )
     return "\n".join(lines)
 
@@ -326,9 +352,13 @@ def main() -> None:
     parser.add_argument("--multi-epochs", type=int, default=1)
     parser.add_argument("--nb-sizes", type=int, nargs="*", default=[10_000, 50_000],
                         help="sizes at which SCVI is also run with gene_likelihood='nb'")
+    parser.add_argument("--backed-sizes", type=int, nargs="*", default=[50_000, 200_000],
+                        help="sizes at which MixVI also trains from read_h5ad(backed='r')")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--timeout", type=int, default=3600)
     parser.add_argument("--out", type=Path, default=HERE / "results.csv")
+    parser.add_argument("--report-only", action="store_true",
+                        help="redraw scaling.png and the table from the CSV without training")
     args = parser.parse_args()
     epochs = {int(k): int(v) for k, v in (p.split(":") for p in args.epochs.split(",") if p)}
 
@@ -336,7 +366,8 @@ def main() -> None:
     if args.out.exists():  # keep results of other sizes / models
         with open(args.out) as fh:
             rows = [
-                {k: (v if k == "model" else float(v)) for k, v in r.items()}
+                {k: (v if k == "model" else float(v) if v != "" else float("nan"))
+                 for k, v in r.items()}
                 for r in csv.DictReader(fh)
             ]
     t0 = time.time()
@@ -345,17 +376,19 @@ def main() -> None:
         rows[:] = [r for r in rows if not (r["model"] == res["model"]
                                            and int(r["n_cells"]) == res["n_cells"])]
         rows.append(res)
-        keys = list(res.keys())
+        keys = list(dict.fromkeys(k for r in rows for k in r))
         with open(args.out, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
 
-    for n in args.rna_sizes:
+    for n in [] if args.report_only else args.rna_sizes:
         path = make_rna(n)
-        for model in ("mixvi", "scvi", "scvi_nb") if n in args.nb_sizes else ("mixvi", "scvi"):
+        models = ["mixvi", "scvi"] + ["scvi_nb"] * (n in args.nb_sizes)
+        models += ["mixvi_backed"] * (n in args.backed_sizes)
+        for model in models:
             add(run_child(model, path, epochs.get(n, 1), args.threads, args.timeout))
-    for n in args.multi_sizes:
+    for n in [] if args.report_only else args.multi_sizes:
         path = make_multi(n)
         for model in ("multimixvi", "multivi"):
             add(run_child(model, path, args.multi_epochs, args.threads, args.timeout))

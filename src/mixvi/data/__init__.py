@@ -21,6 +21,7 @@ from ._validate import (
     check_var_names,
     drop_empty,
     get_matrix,
+    nonzero_counts,
     validate_counts,
 )
 
@@ -39,6 +40,7 @@ __all__ = [
     "check_var_names",
     "drop_empty",
     "get_matrix",
+    "nonzero_counts",
     "snapshot",
     "validate_counts",
 ]

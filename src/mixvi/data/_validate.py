@@ -36,14 +36,17 @@ __all__ = [
     "check_var_names",
     "drop_empty",
     "get_matrix",
+    "nonzero_counts",
     "validate_counts",
 ]
 
 # Elements read at once when a dense or backed matrix is scanned in row chunks
 # (2**24 float32 values = 64 MiB per chunk).
 _CHUNK_ELEMENTS = 2**24
-# Elements of a sparse ``.data`` array inspected at once (bounds temporaries).
-_DATA_CHUNK = 2**25
+# Elements of a sparse ``.data`` array inspected at once (bounds temporaries to ~60 MB).
+_DATA_CHUNK = 2**23
+# Sparse indices counted at once (np.bincount makes an int64 copy of its input: 32 MB).
+_BINCOUNT_CHUNK = 2**22
 # Largest value a log-normalised matrix is expected to hold (log1p of 1e4-scaled data).
 _LOGNORM_MAX = 20.0
 
@@ -501,8 +504,30 @@ def validate_counts(
 # --------------------------------------------------------------------------- empty cells/features
 
 
+def _chunked_bincount(idx: np.ndarray, n: int) -> np.ndarray:
+    """``np.bincount(idx, minlength=n)`` in chunks: bincount copies its input to int64, which
+    for the indices of a large sparse matrix would be 8 bytes per stored value at once."""
+    out = np.zeros(n, dtype=np.int64)
+    for start in range(0, idx.shape[0], _BINCOUNT_CHUNK):
+        out += np.bincount(idx[start : start + _BINCOUNT_CHUNK], minlength=n)[:n]
+    return out
+
+
+def _explicit_zeros(data: np.ndarray) -> np.ndarray:
+    """Positions of stored zeros in ``data`` (usually none), found chunk by chunk."""
+    found = [
+        np.flatnonzero(data[start : start + _DATA_CHUNK] == 0) + start
+        for start in range(0, data.shape[0], _DATA_CHUNK)
+    ]
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+
+
 def _nonzero_counts(X: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Number of non-zero entries per row and per column of ``X``, without densifying."""
+    """Number of non-zero entries per row and per column of ``X``, without densifying.
+
+    Sparse matrices are read through their index arrays in chunks, so the temporaries stay
+    bounded (a few tens of MB) whatever the number of stored values.
+    """
     n_rows, n_cols = X.shape
     if sp.issparse(X):
         fmt = X.format
@@ -510,24 +535,22 @@ def _nonzero_counts(X: Any) -> tuple[np.ndarray, np.ndarray]:
             X = X.tocsr()
             fmt = "csr"
         data = np.asarray(X.data)
-        nz = data != 0
-        all_nz = bool(nz.all())
+        zeros = _explicit_zeros(data)
         if fmt == "coo":
-            rows, cols = (X.row, X.col) if all_nz else (X.row[nz], X.col[nz])
-            return (
-                np.bincount(rows, minlength=n_rows)[:n_rows],
-                np.bincount(cols, minlength=n_cols)[:n_cols],
-            )
+            rows = _chunked_bincount(X.row, n_rows)
+            cols = _chunked_bincount(X.col, n_cols)
+            if zeros.size:
+                rows -= np.bincount(X.row[zeros], minlength=n_rows)[:n_rows]
+                cols -= np.bincount(X.col[zeros], minlength=n_cols)[:n_cols]
+            return rows, cols
         indptr = np.asarray(X.indptr)
-        if all_nz:
-            major = np.diff(indptr)
-            minor = np.bincount(X.indices, minlength=X.shape[1 if fmt == "csr" else 0])
-        else:
-            csum = np.concatenate([[0], np.cumsum(nz, dtype=np.int64)])
-            major = csum[indptr[1:]] - csum[indptr[:-1]]
-            minor = np.bincount(
-                X.indices[nz], minlength=X.shape[1 if fmt == "csr" else 0]
-            )
+        n_major, n_minor = (n_rows, n_cols) if fmt == "csr" else (n_cols, n_rows)
+        major = np.diff(indptr).astype(np.int64)
+        minor = _chunked_bincount(X.indices, n_minor)
+        if zeros.size:
+            owner = np.searchsorted(indptr, zeros, side="right") - 1
+            major -= np.bincount(owner, minlength=n_major)[:n_major]
+            minor -= np.bincount(X.indices[zeros], minlength=n_minor)[:n_minor]
         return (major, minor) if fmt == "csr" else (minor, major)
     row = np.zeros(n_rows, dtype=np.int64)
     col = np.zeros(n_cols, dtype=np.int64)
@@ -543,6 +566,26 @@ def _nonzero_counts(X: Any) -> tuple[np.ndarray, np.ndarray]:
         col += np.asarray(c).ravel()
         start = stop
     return row, col
+
+
+def nonzero_counts(X: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Number of non-zero entries in every row and every column of a matrix.
+
+    Sparse matrices are read through their index arrays in chunks and dense or backed
+    matrices in row chunks, so no copy of the matrix is made (temporaries stay under
+    ~60 MB). Stored zeros are not counted.
+
+    Parameters
+    ----------
+    X
+        numpy array, scipy sparse matrix, or a backed (on-disk) matrix.
+
+    Returns
+    -------
+    per_row, per_column
+        Integer arrays of length ``X.shape[0]`` and ``X.shape[1]``.
+    """
+    return _nonzero_counts(X)
 
 
 def check_empty(

@@ -332,6 +332,10 @@ class MixVI(
             "n_epochs_gumbel_anneal": max(max_epochs // 2, 1),
         }
         plan.update(plan_kwargs or {})
+        # Lightning >= 2.2 keeps the modules' mode when fit starts: after load(), inference,
+        # load_query_data() or an earlier train() the module is in eval mode and would train
+        # with dropout off and BatchNorm on its running statistics
+        self.module.train()
         try:
             return super().train(
                 max_epochs=max_epochs,

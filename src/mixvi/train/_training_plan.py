@@ -201,6 +201,11 @@ class MixTrainingPlan(TrainingPlan):
         optimizer.add_param_group({"params": prior_params, "lr": group["lr"] * self.prior_lr_factor})
         return config
 
+    def on_train_start(self) -> None:
+        """Put the module in training mode (dropout, batch norm): Lightning 2.6 leaves it as
+        it was, so inference before ``train()`` would otherwise train in eval mode."""
+        self.module.train()
+
     # -- hooks -------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
         """Initialise the mixture when due and set this epoch's Gumbel temperature."""
@@ -393,7 +398,9 @@ class ResumeCheckpoint(SaveCheckpoint):
     def __init__(self, dirpath: str, every_n_epochs: int = 1, **kwargs):
         kwargs.setdefault("save_last", True)
         kwargs.setdefault("save_top_k", 0 if kwargs.get("monitor") is None else 1)
-        ModelCheckpoint.__init__(self, dirpath=str(dirpath), every_n_epochs=every_n_epochs, **kwargs)
+        ModelCheckpoint.__init__(
+            self, dirpath=str(dirpath), every_n_epochs=every_n_epochs, **kwargs
+        )
         self.load_best_on_end = False
         self.check_nan_gradients = False
         self.loss_is_nan = False
