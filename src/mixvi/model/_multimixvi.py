@@ -28,6 +28,7 @@ from mixvi.data import (
     validate_counts,
 )
 from mixvi.model._clusters import ClusterMixin
+from mixvi.model._save_load import SafeSaveLoadMixin
 from mixvi.module._multimixvae import ATAC_X_KEY, MultiMixVAE
 from mixvi.priors import PriorName
 from mixvi.train import MixTrainingPlan
@@ -48,7 +49,9 @@ def _obs_location(mdata, key: str | None, mods: dict[str, str], role: str) -> st
     return None
 
 
-class MultiMixVI(ClusterMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class MultiMixVI(
+    SafeSaveLoadMixin, ClusterMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass
+):
     """Paired (and mosaic) RNA + ATAC model with one shared trainable Gaussian-mixture prior.
 
     An RNA encoder and an ATAC encoder map each cell into one latent space; both
@@ -169,6 +172,7 @@ class MultiMixVI(ClusterMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelCla
             f"n_latent={n_latent}, genes={len(self.gene_names)} ({gene_likelihood}), "
             f"peaks={len(self.peak_names)} ({atac_likelihood}), label prior: {n_label or 'off'}."
         )
+        self._stamp_versions()
         self.init_params_ = self._get_init_params(locals())
 
     def _init_peak_bias(self) -> None:
