@@ -25,13 +25,14 @@ from mixvi.data import (
     check_same_cells,
     check_var_names,
     get_matrix,
+    nonzero_counts,
     validate_counts,
 )
 from mixvi.model._clusters import ClusterMixin
 from mixvi.model._save_load import SafeSaveLoadMixin
 from mixvi.module._multimixvae import ATAC_X_KEY, MultiMixVAE
 from mixvi.priors import PriorName
-from mixvi.train import MixTrainingPlan
+from mixvi.train import MixTrainingPlan, NonFiniteLossError
 
 logger = logging.getLogger(__name__)
 
@@ -184,14 +185,14 @@ class MultiMixVI(
         setup = self.registry_["setup_args"]
         atac = self.adata.mod[self.modality_names["atac"]]
         X = get_matrix(atac, setup.get("atac_layer"))
-        has = np.asarray((X > 0).sum(1)).ravel() > 0
-        rows = X[has] if has.any() else X
+        # chunked counts: no copy of the (large) peak matrix; cells without ATAC are left out
+        per_cell, per_peak = nonzero_counts(X)
+        n_cells = int((per_cell > 0).sum()) or X.shape[0]
         if self.module.atac_likelihood == "bernoulli":
-            rate = np.asarray((rows > 0).mean(0)).ravel()
-            rate = np.clip(rate, 1e-5, 1 - 1e-5)
+            rate = np.clip(per_peak / n_cells, 1e-5, 1 - 1e-5)
             bias = np.log(rate) - np.log1p(-rate)
         else:
-            bias = np.log(np.clip(np.asarray(rows.mean(0)).ravel(), 1e-5, None))
+            bias = np.log(np.clip(np.asarray(X.sum(axis=0)).ravel() / n_cells, 1e-5, None))
         with torch.no_grad():
             self.module.atac_output.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
 
@@ -381,11 +382,17 @@ class MultiMixVI(
         # (get_latent_representation, translation, an earlier train()) the module is in eval
         # mode and would be trained with dropout off and BatchNorm frozen at its running stats
         self.module.train()
-        return super().train(
-            max_epochs=max_epochs, accelerator=accelerator, devices=devices,
-            train_size=train_size, validation_size=validation_size, batch_size=batch_size,
-            early_stopping=early_stopping, plan_kwargs=plan, **trainer_kwargs,
-        )
+        try:
+            return super().train(
+                max_epochs=max_epochs, accelerator=accelerator, devices=devices,
+                train_size=train_size, validation_size=validation_size, batch_size=batch_size,
+                early_stopping=early_stopping, plan_kwargs=plan, **trainer_kwargs,
+            )
+        except NonFiniteLossError:
+            # the weights of the last completed step are kept and usable for inference
+            self.module.eval()
+            self.is_trained_ = True
+            raise
 
     # -- latent ------------------------------------------------------------------------------
     @torch.inference_mode()
