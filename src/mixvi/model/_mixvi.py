@@ -23,16 +23,16 @@ from scvi.model.base import (
     ArchesMixin,
     BaseModelClass,
     RNASeqMixin,
-    UnsupervisedTrainingMixin,
     VAEMixin,
 )
 
 from mixvi.model._clusters import ClusterMixin
 from mixvi.model._save_load import SafeSaveLoadMixin
+from mixvi.model._training import MixTrainingMixin, default_plan
 from mixvi.model._validation import validate_setup
 from mixvi.module import MixVAE
 from mixvi.priors import PriorName
-from mixvi.train import MixTrainingPlan, NonFiniteLossError
+from mixvi.train import MixTrainingPlan
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class MixVI(
     RNASeqMixin,
     VAEMixin,
     ArchesMixin,
-    UnsupervisedTrainingMixin,
+    MixTrainingMixin,
     BaseModelClass,
 ):
     """scRNA-seq VAE with a trainable Gaussian-mixture prior.
@@ -321,35 +321,18 @@ class MixVI(
 
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
-        plan = {
-            "n_epochs_kl_warmup": n_epochs_kl_warmup
-            if n_epochs_kl_warmup is not None
-            else max(max_epochs // 4, 1),
-            "prior_init_epoch": prior_init_epoch
-            if prior_init_epoch is not None
-            else min(max(max_epochs // 10, 1), 20),
-            "gumbel_temperature": gumbel_temperature,
-            "n_epochs_gumbel_anneal": max(max_epochs // 2, 1),
-        }
+        plan = default_plan(max_epochs, n_epochs_kl_warmup, prior_init_epoch, prior_init_divisor=10)
+        plan["gumbel_temperature"] = gumbel_temperature
+        plan["n_epochs_gumbel_anneal"] = max(max_epochs // 2, 1)
         plan.update(plan_kwargs or {})
-        # Lightning >= 2.2 keeps the modules' mode when fit starts: after load(), inference,
-        # load_query_data() or an earlier train() the module is in eval mode and would train
-        # with dropout off and BatchNorm on its running statistics
-        self.module.train()
-        try:
-            return super().train(
-                max_epochs=max_epochs,
-                accelerator=accelerator,
-                devices=devices,
-                train_size=train_size,
-                validation_size=validation_size,
-                batch_size=batch_size,
-                early_stopping=early_stopping,
-                plan_kwargs=plan,
-                **trainer_kwargs,
-            )
-        except NonFiniteLossError:
-            # the weights of the last completed step are kept and usable for inference
-            self.module.eval()
-            self.is_trained_ = True
-            raise
+        return self._train_with_plan(
+            plan,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            train_size=train_size,
+            validation_size=validation_size,
+            batch_size=batch_size,
+            early_stopping=early_stopping,
+            **trainer_kwargs,
+        )

@@ -14,7 +14,7 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager, fields
-from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
+from scvi.model.base import BaseModelClass, VAEMixin
 
 from mixvi.data import (
     check_empty,
@@ -30,9 +30,10 @@ from mixvi.data import (
 )
 from mixvi.model._clusters import ClusterMixin
 from mixvi.model._save_load import SafeSaveLoadMixin
+from mixvi.model._training import MixTrainingMixin, default_plan
 from mixvi.module._multimixvae import ATAC_X_KEY, MultiMixVAE
 from mixvi.priors import PriorName
-from mixvi.train import MixTrainingPlan, NonFiniteLossError
+from mixvi.train import MixTrainingPlan
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def _obs_location(mdata, key: str | None, mods: dict[str, str], role: str) -> st
 
 
 class MultiMixVI(
-    SafeSaveLoadMixin, ClusterMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass
+    SafeSaveLoadMixin, ClusterMixin, VAEMixin, MixTrainingMixin, BaseModelClass
 ):
     """Paired (and mosaic) RNA + ATAC model with one shared trainable Gaussian-mixture prior.
 
@@ -368,31 +369,14 @@ class MultiMixVI(
 
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
-        plan = {
-            "n_epochs_kl_warmup": n_epochs_kl_warmup
-            if n_epochs_kl_warmup is not None
-            else max(max_epochs // 4, 1),
-            "prior_init_epoch": prior_init_epoch
-            if prior_init_epoch is not None
-            else min(max(max_epochs // 4, 1), 20),
-            "lr": 5e-3,
-        }
+        plan = default_plan(max_epochs, n_epochs_kl_warmup, prior_init_epoch, prior_init_divisor=4)
+        plan["lr"] = 5e-3
         plan.update(plan_kwargs or {})
-        # Lightning >= 2.2 no longer calls .train() when fit starts: after any inference call
-        # (get_latent_representation, translation, an earlier train()) the module is in eval
-        # mode and would be trained with dropout off and BatchNorm frozen at its running stats
-        self.module.train()
-        try:
-            return super().train(
-                max_epochs=max_epochs, accelerator=accelerator, devices=devices,
-                train_size=train_size, validation_size=validation_size, batch_size=batch_size,
-                early_stopping=early_stopping, plan_kwargs=plan, **trainer_kwargs,
-            )
-        except NonFiniteLossError:
-            # the weights of the last completed step are kept and usable for inference
-            self.module.eval()
-            self.is_trained_ = True
-            raise
+        return self._train_with_plan(
+            plan, max_epochs=max_epochs, accelerator=accelerator, devices=devices,
+            train_size=train_size, validation_size=validation_size, batch_size=batch_size,
+            early_stopping=early_stopping, **trainer_kwargs,
+        )
 
     # -- latent ------------------------------------------------------------------------------
     @torch.inference_mode()
