@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import scvi
-from helpers import make_counts
+from helpers import lognormalize, make_counts
 
 warnings.filterwarnings("ignore", module="lightning")
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -15,10 +15,18 @@ logging.getLogger("lightning").setLevel(logging.ERROR)
 
 
 @pytest.fixture
-def counts_adata() -> ad.AnnData:
-    """240 cells x 60 genes, 3 types, 2 batches."""
+def counts_adata():
+    """240 cells x 60 genes, 3 types, 2 batches; scanpy layout (counts in the layer,
+    log-normalised ``.X``)."""
     scvi.settings.seed = 0
     return make_counts()
+
+
+@pytest.fixture(params=["scanpy", "counts"])
+def any_layout_adata(request):
+    """The small data in both layouts: log-normalised ``.X`` and ``.X`` = counts."""
+    scvi.settings.seed = 0
+    return make_counts(layout=request.param)
 
 
 _KANG = None
@@ -26,10 +34,11 @@ _KANG = None
 
 @pytest.fixture
 def kang():
-    """The shipped Kang IFN-b PBMC data (a fresh copy per test)."""
+    """The shipped Kang IFN-b PBMC data in the scanpy layout: raw counts in
+    ``layers["counts"]``, log-normalised ``.X`` (a fresh copy per test)."""
     global _KANG
     if _KANG is None:
         import mixvi
 
-        _KANG = mixvi.datasets.kang_pbmc_ifnb()
+        _KANG = lognormalize(mixvi.datasets.kang_pbmc_ifnb())
     return _KANG.copy()

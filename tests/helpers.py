@@ -10,6 +10,26 @@ import scipy.sparse as sp
 FAST_TRAIN = {"enable_progress_bar": False, "enable_model_summary": False}
 
 
+def lognormalize(adata: ad.AnnData) -> ad.AnnData:
+    """The scanpy layout: ``.X`` = normalize_total + log1p of ``layers["counts"]`` (in place)."""
+    import scanpy as sc
+
+    adata.X = adata.layers["counts"].copy()
+    sc.pp.normalize_total(adata)
+    sc.pp.log1p(adata)
+    adata.uns.pop("log1p", None)
+    return adata
+
+
+def tfidf(adata: ad.AnnData) -> ad.AnnData:
+    """The usual ATAC ``.X``: TF-IDF of ``layers["counts"]`` (non-integer), in place."""
+    counts = sp.csr_matrix(adata.layers["counts"], dtype=np.float32)
+    tf = sp.diags(1.0 / np.maximum(np.asarray(counts.sum(1)).ravel(), 1)) @ counts
+    idf = np.log1p(counts.shape[0] / np.maximum(np.asarray((counts > 0).sum(0)).ravel(), 1))
+    adata.X = sp.csr_matrix(tf @ sp.diags(idf), dtype=np.float32)
+    return adata
+
+
 def make_counts(
     n_cells: int = 240,
     n_genes: int = 60,
@@ -17,11 +37,14 @@ def make_counts(
     n_batches: int = 2,
     seed: int = 0,
     batch_shift: float = 0.5,
+    layout: str = "scanpy",
 ) -> ad.AnnData:
     """Negative-binomial-like counts with cell-type programs and a multiplicative batch effect.
 
-    Returns an AnnData with integer float32 CSR counts in ``.X`` and ``.layers["counts"]``,
-    ``obs["batch"]`` and ``obs["cell_type"]`` (categorical).
+    Returns an AnnData with integer float32 CSR counts in ``.layers["counts"]`` and, with
+    ``layout="scanpy"`` (the default, what most users hold), a log-normalised ``.X``; with
+    ``layout="counts"``, ``.X`` holds the counts too. ``obs["batch"]`` and
+    ``obs["cell_type"]`` are categorical.
     """
     rng = np.random.default_rng(seed)
     types = rng.integers(0, n_types, n_cells)
@@ -45,6 +68,10 @@ def make_counts(
         var=pd.DataFrame(index=[f"gene{j}" for j in range(n_genes)]),
     )
     adata.layers["counts"] = X.copy()
+    if layout == "scanpy":
+        lognormalize(adata)
+    elif layout != "counts":
+        raise ValueError(f"layout must be 'scanpy' or 'counts', got {layout!r}.")
     return adata
 
 

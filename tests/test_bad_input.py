@@ -26,7 +26,7 @@ import torch
 
 import mixvi
 from mixvi.data import DenseMatrixTooLargeError
-from mixvi.data import _validate
+from mixvi.data import _matrix
 from mixvi.model._save_load import SafeSaveLoadMixin
 
 from helpers import FAST_TRAIN, make_counts
@@ -246,6 +246,97 @@ CASES = [
         r"20 missing \(NaN\) value.*fillna\('Unknown'\)",
         id="setup_anndata-labels-with-nan",
     ),
+    # -- inputs users hit ----------------------------------------------------------------
+    pytest.param(
+        lambda: setup(_renamed(rna(), obs=lambda n: ["c0", "c0", "c1"] + n[3:])),
+        ValueError,
+        r"The RNA data has 1 duplicated cell name\(s\) \(\['c0'\]\).*"
+        r"adata\.obs_names_make_unique\(\)",
+        id="setup_anndata-duplicate-cell-names",
+    ),
+    pytest.param(
+        lambda: setup(_renamed(rna(), var=lambda n: ["g"] * 3 + n[3:])),
+        ValueError,
+        r"duplicated feature name\(s\) \(\['g'\]\).*adata\.var_names_make_unique\(\)",
+        id="setup_anndata-duplicate-gene-names",
+    ),
+    pytest.param(
+        lambda: setup(set_obs(rna(), "batch", ["a", None, "b"] * 20)),
+        ValueError,
+        r"batch_key='batch': adata\.obs\['batch'\] has 20 missing \(NaN\) value\(s\) out of 60"
+        r".*fillna.*or drop those cells",
+        id="setup_anndata-nan-in-batch",
+    ),
+    pytest.param(
+        lambda: setup(rna()[:0].copy()),
+        ValueError,
+        r"The RNA data has no cells \(shape 0 x 20\)",
+        id="setup_anndata-no-cells",
+    ),
+    pytest.param(
+        lambda: setup(rna()[:, :0].copy()),
+        ValueError,
+        r"The RNA data has no features \(shape 60 x 0\)",
+        id="setup_anndata-no-genes",
+    ),
+    pytest.param(
+        lambda: setup_mu(mudata(rna_mod=_renamed(rna(), var=lambda n: ["g"] * 2 + n[2:]))),
+        ValueError,
+        r"duplicated feature name.*var_names_make_unique",
+        id="setup_mudata-duplicate-gene-names",
+    ),
+    pytest.param(
+        lambda: setup_mu(_nan_batch_mudata(), batch_key="batch"),
+        ValueError,
+        r"batch_key='batch'.*has 3 missing \(NaN\) value",
+        id="setup_mudata-nan-in-batch",
+    ),
+    # -- degenerate arguments ------------------------------------------------------------
+    *[
+        pytest.param(
+            lambda kw=kw: create(rna(), **kw), ValueError, match, id=f"MixVI-{name}"
+        )
+        for name, kw, match in [
+            ("n_latent-0", {"n_latent": 0}, r"n_latent must be an integer >= 1, got 0"),
+            ("n_hidden-negative", {"n_hidden": -3}, r"n_hidden must be an integer >= 1, got -3"),
+            ("n_layers-float", {"n_layers": 1.5}, r"n_layers must be an integer >= 1, got 1\.5"),
+            ("dropout-1", {"dropout_rate": 1.0}, r"dropout_rate must be a number in \[0, 1\), got 1\.0"),
+            ("n_components-0", {"n_components": 0}, r"n_components must be at least 1, got 0"),
+            ("prior-unknown", {"prior": "vamp"}, r"prior must be one of \('normal', 'gmm', 'hierarchical'\), got 'vamp'"),
+            ("posterior-unknown", {"posterior": "flow"}, r"posterior must be one of \('gaussian', 'mixture'\)"),
+            ("likelihood-unknown", {"gene_likelihood": "gaussian"}, r"gene_likelihood must be one of"),
+            ("kl_estimator-unknown", {"kl_estimator": "exact"}, r"kl_estimator must be one of \('mc', 'analytic'\)"),
+            ("n_kl_samples-0", {"n_kl_samples": 0}, r"n_kl_samples must be an integer >= 1, got 0"),
+            ("batch_balance-negative", {"batch_balance_weight": -1.0}, r"batch_balance_weight must be a number in \[0, inf\)"),
+        ]
+    ],
+    *[
+        pytest.param(
+            lambda kw=kw: create(rna(), n_latent=2, n_hidden=8, n_components=2).train(
+                **{**FAST_TRAIN, **kw}
+            ),
+            ValueError, match, id=f"train-{name}",
+        )
+        for name, kw, match in [
+            ("max_epochs-0", {"max_epochs": 0}, r"max_epochs must be an integer >= 1, got 0"),
+            ("batch_size-1", {"max_epochs": 1, "batch_size": 1}, r"batch_size must be an integer >= 2, got 1"),
+            ("train_size-0", {"max_epochs": 1, "train_size": 0.0}, r"train_size must be a number in \(0, 1\], got 0\.0"),
+            ("validation_size-1", {"max_epochs": 1, "validation_size": 1.0}, r"validation_size must be a number in \[0, 1\)"),
+            ("split-over-1", {"max_epochs": 1, "train_size": 0.8, "validation_size": 0.5}, r"train_size \+ validation_size must be <= 1"),
+        ]
+    ],
+    pytest.param(
+        lambda: (setup_mu(m := mudata()), mixvi.MultiMixVI(m, alignment_weight=-1.0)),
+        ValueError,
+        r"alignment_weight must be a number in \[0, inf\), got -1\.0",
+        id="MultiMixVI-negative-alignment-weight",
+    ),
+    pytest.param(
+        lambda: (setup_mu(m := mudata()), mixvi.MultiMixVI(m, atac_likelihood="gaussian")),
+        ValueError,
+        r"atac_likelihood must be one of \('bernoulli', 'poisson'\)",
+        id="MultiMixVI-unknown-atac-likelihood",
+    ),
     # -- model creation ------------------------------------------------------------------
     pytest.param(
         lambda: create(rna(), n_components=100),
@@ -256,7 +347,7 @@ CASES = [
     pytest.param(
         lambda: create(rna(), setup_kwargs={"labels_key": "cell_type"}, n_components=2),
         ValueError,
-        r"3 known labels need at least as many mixture components \(got 2\); raise n_components",
+        r"3 known labels need at least as many mixture components; got n_components=2\. Raise n_components",
         id="MixVI-fewer-components-than-labels",
     ),
     # -- a trained model on other data ---------------------------------------------------
@@ -397,6 +488,20 @@ CASES = [
 ]
 
 
+def _renamed(adata: ad.AnnData, obs=None, var=None) -> ad.AnnData:
+    if obs is not None:
+        adata.obs_names = obs(list(adata.obs_names))
+    if var is not None:
+        adata.var_names = var(list(adata.var_names))
+    return adata
+
+
+def _nan_batch_mudata() -> md.MuData:
+    m = mudata()
+    m.obs["batch"] = pd.Categorical([None] * 3 + ["a", "b"] * ((N_CELLS - 3) // 2) + ["a"])
+    return m
+
+
 def _renamed_atac(rename) -> ad.AnnData:
     a = make_counts(n_cells=N_CELLS, n_genes=N_PEAKS, seed=1)
     a.var_names = [f"chr1:{i * 100}-{i * 100 + 50}" for i in range(N_PEAKS)]
@@ -418,7 +523,7 @@ def _reverse_vars(a: ad.AnnData) -> None:
 @pytest.fixture(autouse=True)
 def _limited_memory(monkeypatch):
     # the dense case must fail the same way on a big machine: pretend 16 GB are available
-    monkeypatch.setattr(_validate, "_available_memory_bytes", lambda: 16 * 10**9)
+    monkeypatch.setattr(_matrix, "_available_memory_bytes", lambda: 16 * 10**9)
 
 
 @pytest.mark.parametrize(("call", "error", "match"), CASES)

@@ -17,7 +17,6 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 TESTS = Path(__file__).resolve().parent
 
@@ -49,7 +48,7 @@ np.save(f"{out}/params_rank{rank}.npy", flat(model.module.parameters()))
 np.save(f"{out}/prior_rank{rank}.npy", flat(model.module.prior.parameters()))
 info = dict(rank=rank, world_size=trainer.world_size, strategy=type(trainer.strategy).__name__,
             global_step=trainer.global_step, batches_per_epoch=trainer.num_training_batches,
-            prior_initialized=bool(model.module.prior_initialized),
+            prior_initialized=model.module.prior_layer.initialized,
             history=sorted(model.history), is_trained=model.is_trained_)
 json.dump(info, open(f"{out}/info_rank{rank}.json", "w"))
 if rank == 0:
@@ -64,7 +63,7 @@ model.train(max_epochs=2, **DDP)
 trainer = model.trainer
 np.save(f"{out}/params_rank{rank}.npy", flat(model.module.parameters()))
 info = dict(rank=rank, world_size=trainer.world_size, global_step=trainer.global_step,
-            prior_initialized=bool(model.module.prior_initialized))
+            prior_initialized=model.module.prior_layer.initialized)
 json.dump(info, open(f"{out}/info_rank{rank}.json", "w"))
 """
 

@@ -1,5 +1,5 @@
 """Tests for mixvi.metrics: hand-computed cases and cross-checks against numpy / sklearn /
-scib-metrics."""
+scib-metrics' own Benchmarker."""
 
 from __future__ import annotations
 
@@ -205,124 +205,249 @@ def test_cluster_agreement():
     assert mm.cluster_agreement(same, truth)["ari"] < 1.0
 
 
-# ---------------------------------------------------------------- scIB-style metrics
+# ---------------------------------------------------------------- scib-metrics integration scores
+
+# Default-run tests use a reduced metric set whose jax code compiles in seconds; the same
+# tests with scib-metrics' default sets (kBET, BRAS, k-means, isolated labels: about a
+# minute of numba / jax compilation per process) are marked slow.
+DEFAULT_BIO = (
+    "Isolated labels", "KMeans NMI", "KMeans ARI", "Silhouette label", "cLISI",
+)
+DEFAULT_BATCH = ("BRAS", "iLISI", "KBET", "Graph connectivity", "PCR comparison")
+AGGREGATES = ("Batch correction", "Bio conservation", "Total")
 
 
-def test_silhouette_batch_mixed_vs_separated(rng):
-    base = rng.normal(size=(50, 4))
-    # Two batches with exactly the same points: |s| = 1/n for every cell -> 1 - 1/50.
-    mixed = np.concatenate([base, base])
-    batch = np.repeat(["b0", "b1"], 50)
-    labels = np.repeat("t", 100)
-    assert mm.silhouette_batch(mixed, batch, labels) == pytest.approx(1 - 1 / 50)
-    separated = np.concatenate([base, base + 50.0])
-    assert mm.silhouette_batch(separated, batch, labels) < 0.1
+def _metric_sets(which):
+    """(bio, batch) metric-set instances; ``None`` means scib-metrics' defaults."""
+    if which == "default":
+        return None, None
+    from scib_metrics.benchmark import BatchCorrection, BioConservation
+
+    bio = BioConservation(
+        isolated_labels=False, nmi_ari_cluster_labels_kmeans=False, silhouette_label=True,
+        clisi_knn=True,
+    )
+    batch = BatchCorrection(
+        bras=False, ilisi_knn=True, kbet_per_label=False, graph_connectivity=True,
+        pcr_comparison=True,
+    )
+    return bio, batch
 
 
-def test_silhouette_label(rng):
-    emb, _, labels = _blobs(rng, offset_label=20.0)
-    assert mm.silhouette_label(emb, labels) > 0.9
-    assert mm.silhouette_label(rng.normal(size=emb.shape), labels) < 0.55
+METRIC_SETS = ["reduced", pytest.param("default", marks=pytest.mark.slow)]
 
 
-def test_ilisi_mixed_vs_separated(rng):
-    mixed, batch, _ = _blobs(rng, n_labels=1, offset_batch=0.0)
-    separated, _, _ = _blobs(rng, n_labels=1, offset_batch=50.0)
-    assert mm.ilisi(mixed, batch) > 0.8
-    assert mm.ilisi(separated, batch) < 0.05
-    # cLISI: well separated labels -> pure neighbourhoods.
-    emb, _, labels = _blobs(rng, offset_label=50.0)
-    assert mm.clisi(emb, labels) > 0.99
+def _blob_adata(rng, offset_label=10.0, offset_batch=0.0, n_per=40, n_genes=30):
+    """240 cells (3 labels x 2 batches) with Poisson counts in X and blobs in obsm."""
+    import anndata as ad
+    import pandas as pd
+
+    emb, batch, labels = _blobs(rng, n_per=n_per, offset_label=offset_label,
+                                offset_batch=offset_batch)
+    counts = rng.poisson(2.0, (emb.shape[0], n_genes)).astype(np.float32)
+    counts[:, :5] += 6.0 * (batch == "1")[:, None]  # a batch effect in expression
+    obs = pd.DataFrame({"batch": batch, "cell_type": labels},
+                       index=[f"c{i}" for i in range(emb.shape[0])])
+    adata = ad.AnnData(counts, obs=obs)
+    adata.obsm["X_emb"] = emb
+    return adata
 
 
-def test_graph_connectivity():
-    # Each label is a chain of evenly spaced cells (every cell lists its chain neighbours,
-    # so the directed kNN graph is strongly connected); labels are far apart.
-    pos = np.arange(80.0)
-    emb = np.zeros((240, 2))
-    emb[:, 0] = np.concatenate([pos, pos + 1e3, pos + 2e3])
-    labels = np.repeat(["ct0", "ct1", "ct2"], 80)
-    assert mm.graph_connectivity(emb, labels) == 1.0
-    # Split ct0 into two far-apart halves of 40 cells: its score drops to 1/2.
-    emb[:40, 1] += 1e4
-    assert mm.graph_connectivity(emb, labels) == pytest.approx((0.5 + 1 + 1) / 3)
+def _benchmarker_row(adata, key, pre, bio, batch):
+    """Benchmarker run directly (own light AnnData, own sklearn kNN): the reference."""
+    import gc
 
-
-def test_integration_scores_rank_mixed_above_separated(rng):
-    good, batch, labels = _blobs(rng, offset_label=10.0, offset_batch=0.0)
-    bad, _, _ = _blobs(rng, offset_label=10.0, offset_batch=30.0)
-    s_good = mm.integration_scores(good, batch, labels)
-    s_bad = mm.integration_scores(bad, batch, labels)
-    for key in ("batch_score", "bio_score", "total", "ilisi", "silhouette_batch"):
-        assert 0.0 <= s_good[key] <= 1.0
-    assert s_good["batch_score"] > s_bad["batch_score"] + 0.3
-    assert s_good["nmi_kmeans"] == pytest.approx(1.0)
-    expected_total = 0.4 * s_good["batch_score"] + 0.6 * s_good["bio_score"]
-    assert s_good["total"] == pytest.approx(expected_total)
-
-
-def test_against_scib_metrics(rng):
-    """Same formulas as scib-metrics on the same (exact) kNN graph.
-
-    Tolerance 1e-4: scib-metrics computes in float32 (jax default) and stops the LISI
-    bisection at |H - log(perplexity)| < 1e-5, so per-cell values differ around 1e-5.
-    Benchmarker's own graph comes from approximate pynndescent, which is not compared here.
-    """
-    scib_metrics = pytest.importorskip("scib_metrics")
+    import anndata as ad
+    from scib_metrics.benchmark import BatchCorrection, Benchmarker, BioConservation
     from scib_metrics.nearest_neighbors import NeighborsResults
+    from sklearn.neighbors import NearestNeighbors
 
-    from mixvi.metrics._utils import knn
+    def exact(x, k):
+        dist, idx = NearestNeighbors(n_neighbors=k).fit(x).kneighbors(x)
+        return NeighborsResults(indices=idx, distances=dist)
 
-    n = 300
-    labels = rng.integers(0, 3, n).astype(str)
-    batch = rng.integers(0, 3, n).astype(str)
-    emb = rng.normal(size=(n, 6)) + 2.0 * (labels == "1")[:, None] + (batch == "2")[:, None]
-    dist, idx = knn(emb, 90)
-    nn = NeighborsResults(indices=idx, distances=dist)
-    assert mm.ilisi(emb, batch) == pytest.approx(
-        float(scib_metrics.ilisi_knn(nn, batch)), abs=1e-4
+    light = ad.AnnData(
+        np.zeros((adata.n_obs, 0), dtype=np.float32), obs=adata.obs[["batch", "cell_type"]].copy(),
+        obsm={key: np.asarray(adata.obsm[key]), "X_pre": pre},
     )
-    assert mm.clisi(emb, labels) == pytest.approx(
-        float(scib_metrics.clisi_knn(nn, labels)), abs=1e-4
+    bm = Benchmarker(
+        light, batch_key="batch", label_key="cell_type", embedding_obsm_keys=[key],
+        bio_conservation_metrics=bio or BioConservation(),
+        batch_correction_metrics=batch or BatchCorrection(),
+        pre_integrated_embedding_obsm_key="X_pre", progress_bar=False,
     )
-    assert mm.silhouette_batch(emb, batch, labels) == pytest.approx(
-        float(scib_metrics.silhouette_batch(emb, labels, batch)), abs=1e-4
+    gc.freeze()  # only makes Benchmarker's gc.collect() calls cheap (~1 s each otherwise)
+    try:
+        bm.prepare(neighbor_computer=exact)
+        bm.benchmark()
+    finally:
+        gc.unfreeze()
+    row = bm.get_results(min_max_scale=False).loc[key]
+    return {k: float(v) for k, v in row.items()}
+
+
+def _lognorm_pca(counts, n_comps):
+    import anndata as ad
+    import scanpy as sc
+
+    tmp = ad.AnnData(counts.copy())
+    sc.pp.normalize_total(tmp, target_sum=1e4)
+    sc.pp.log1p(tmp)
+    return sc.pp.pca(tmp.X, n_comps=n_comps, svd_solver="arpack")
+
+
+@pytest.mark.parametrize("which", METRIC_SETS)
+def test_integration_scores_equal_benchmarker_row_and_leave_adata_unchanged(rng, which):
+    from mixvi.data import assert_unchanged, snapshot
+
+    bio, batch = _metric_sets(which)
+    adata = _blob_adata(rng, offset_label=4.0, offset_batch=1.5)
+    before = snapshot(adata)
+    # No X_pca in adata: the fallback is a PCA of the log-normalised counts in X.
+    scores = mm.integration_scores(
+        adata, "X_emb", "batch", "cell_type", log_normalize=True, n_comps=20,
+        bio_conservation_metrics=bio, batch_correction_metrics=batch,
     )
-    assert mm.silhouette_label(emb, labels) == pytest.approx(
-        float(scib_metrics.silhouette_label(emb, labels)), abs=1e-4
+    assert_unchanged(before, adata)  # nothing written back, no X_pca, no uns
+    assert all(isinstance(v, float) for v in scores.values())
+
+    ref = _benchmarker_row(adata, "X_emb", _lognorm_pca(adata.X, 20), bio, batch)
+    assert list(scores) == list(ref)
+    for key, value in ref.items():
+        assert scores[key] == pytest.approx(value, abs=1e-6), key
+    if which == "default":
+        assert list(scores) == [*DEFAULT_BIO, *DEFAULT_BATCH, *AGGREGATES]
+    else:
+        assert list(scores) == ["Silhouette label", "cLISI", "iLISI", "Graph connectivity",
+                                "PCR comparison", *AGGREGATES]
+    # The aggregates are Benchmarker's: group means and the 0.4 / 0.6 scIB weighting.
+    batch_names = DEFAULT_BATCH if which == "default" else ("iLISI", "Graph connectivity",
+                                                            "PCR comparison")
+    assert scores["Batch correction"] == pytest.approx(np.mean([scores[k] for k in batch_names]))
+    assert scores["Total"] == pytest.approx(
+        0.4 * scores["Batch correction"] + 0.6 * scores["Bio conservation"]
     )
-    assert mm.graph_connectivity(emb, labels) == pytest.approx(
-        float(scib_metrics.graph_connectivity(nn.subset_neighbors(15), labels)), abs=1e-12
+    # scib_benchmark reports the same row for this embedding.
+    df = mm.scib_benchmark(
+        adata, ["X_emb"], "batch", "cell_type", log_normalize=True, n_comps=20,
+        bio_conservation_metrics=bio, batch_correction_metrics=batch,
     )
+    assert float(df.loc["X_emb", "Total"]) == pytest.approx(scores["Total"], abs=1e-6)
+    assert df.loc["Metric Type", "Total"] == "Aggregate score"
+
+
+@pytest.mark.parametrize("which", METRIC_SETS)
+def test_integration_scores_rank_mixed_above_batch_separated(rng, which):
+    bio, batch = _metric_sets(which)
+    adata = _blob_adata(rng, offset_label=10.0, offset_batch=0.0)
+    sep = _blob_adata(rng, offset_label=10.0, offset_batch=30.0)
+    adata.obsm["X_sep"] = sep.obsm["X_emb"]
+    adata.obsm["X_pca"] = sep.obsm["X_emb"]  # the unintegrated reference: batches apart
+    kw = {"bio_conservation_metrics": bio, "batch_correction_metrics": batch}
+    good = mm.integration_scores(adata, "X_emb", **kw)
+    bad = mm.integration_scores(adata, "X_sep", **kw)
+    assert good["Batch correction"] > bad["Batch correction"] + 0.4, (good, bad)
+    assert good["iLISI"] > 0.8 and bad["iLISI"] < 0.05
+    assert good["PCR comparison"] > 0.9 and bad["PCR comparison"] == 0.0
+    for v in (*good.values(), *bad.values()):
+        assert -0.05 <= v <= 1.0
+
+
+@pytest.mark.parametrize("which", METRIC_SETS)
+def test_integration_scores_rank_label_separated_above_random(rng, which):
+    bio, batch = _metric_sets(which)
+    adata = _blob_adata(rng, offset_label=10.0, offset_batch=0.0)
+    adata.obsm["X_random"] = rng.normal(size=adata.obsm["X_emb"].shape)
+    kw = {"log_normalize": True, "bio_conservation_metrics": bio,
+          "batch_correction_metrics": batch}
+    good = mm.integration_scores(adata, "X_emb", **kw)
+    rand = mm.integration_scores(adata, "X_random", **kw)
+    assert good["Bio conservation"] > rand["Bio conservation"] + 0.3, (good, rand)
+    assert good["cLISI"] > 0.95 and good["Silhouette label"] > 0.75
+    if which == "default":
+        assert good["KMeans ARI"] == pytest.approx(1.0) and abs(rand["KMeans ARI"]) < 0.1
+
+
+def test_integration_scores_missing_keys_raise(rng):
+    adata = _blob_adata(rng)
+    with pytest.raises(KeyError, match="X_nope"):
+        mm.integration_scores(adata, "X_nope", "batch", "cell_type")
+    with pytest.raises(KeyError, match="btach"):
+        mm.integration_scores(adata, "X_emb", "btach", "cell_type")
+    with pytest.raises(KeyError, match="celltype"):
+        mm.integration_scores(adata, "X_emb", "batch", "celltype")
+    with pytest.raises(KeyError, match="counts"):  # fallback PCA from a missing layer
+        mm.integration_scores(adata, "X_emb", "batch", "cell_type", layer="counts")
+    with pytest.raises(KeyError, match="X_gone"):
+        mm.scib_benchmark(adata, ["X_emb", "X_gone"], "batch", "cell_type")
+    with pytest.raises(ValueError, match="more than 90 cells"):
+        mm.integration_scores(adata[:90].copy(), "X_emb", "batch", "cell_type")
+    with pytest.raises(ValueError, match="neighbors"):
+        mm.integration_scores(adata, "X_emb", neighbors="annoy")
+
+
+def test_integration_scores_quiet_and_restores_state(rng, capsys):
+    """scib-metrics' INFO logging (a line per label kBET skips) and jax's "no GPU" warning
+    are silenced during a call only; logger levels and the gc state are restored."""
+    import gc
+    import logging
+
+    import scib_metrics  # noqa: F401  (sets its logger to INFO with a rich handler)
+    from scib_metrics.benchmark import BatchCorrection, BioConservation
+
+    from mixvi.metrics._scib import _quiet_scib
+
+    logger = logging.getLogger("scib_metrics")
+    level = logger.level
+    logger.info("visible outside")
+    assert "visible outside" in "".join(capsys.readouterr())
+    with _quiet_scib():
+        logger.info("cell type X consists of a single batch or is too small. Skip.")
+        logging.getLogger("jax._src.xla_bridge").warning("An NVIDIA GPU may be present")
+    assert logger.level == level
+    assert "Skip" not in "".join(capsys.readouterr())
+
+    adata = _blob_adata(rng)
+    mm.integration_scores(
+        adata, "X_emb", log_normalize=True,
+        bio_conservation_metrics=BioConservation(
+            isolated_labels=False, nmi_ari_cluster_labels_kmeans=False, clisi_knn=False
+        ),
+        batch_correction_metrics=BatchCorrection(
+            bras=False, ilisi_knn=False, kbet_per_label=False, pcr_comparison=False
+        ),
+    )
+    assert logger.level == level
+    assert gc.get_freeze_count() == 0
+    assert capsys.readouterr().out == ""
 
 
 # ---------------------------------------------------------------- scib_benchmark
 
 
-def test_scib_benchmark_missing_dependency(monkeypatch):
-    import anndata as ad
-
+def test_scib_benchmark_missing_dependency(monkeypatch, rng):
     monkeypatch.setitem(sys.modules, "scib_metrics", None)
     monkeypatch.setitem(sys.modules, "scib_metrics.benchmark", None)
-    adata = ad.AnnData(np.zeros((4, 2), dtype=np.float32))
-    with pytest.raises(ImportError, match=r"mixvi\[bench\]"):
-        mm.scib_benchmark(adata, ["X_emb"], "batch", "label")
+    adata = _blob_adata(rng)
+    with pytest.raises(ImportError, match="scib-metrics"):
+        mm.scib_benchmark(adata, ["X_emb"], "batch", "cell_type")
+    with pytest.raises(ImportError, match="scib-metrics"):
+        mm.integration_scores(adata, "X_emb")
 
 
 @pytest.mark.slow
 def test_scib_benchmark_runs_and_leaves_adata_untouched(rng):
-    pytest.importorskip("scib_metrics")
-    import anndata as ad
-    import pandas as pd
+    from mixvi.data import assert_unchanged, snapshot
 
-    emb, batch, labels = _blobs(rng, n_per=50, offset_label=6.0)
-    adata = ad.AnnData(
-        rng.poisson(2.0, (emb.shape[0], 30)).astype(np.float32),
-        obs=pd.DataFrame({"batch": batch, "cell_type": labels}),
-    )
-    adata.obsm["X_good"] = emb
-    adata.obsm["X_bad"] = emb + 20.0 * (batch == "1")[:, None]
-    df = mm.scib_benchmark(adata, ["X_good", "X_bad"], "batch", "cell_type")
-    assert set(adata.obsm) == {"X_good", "X_bad"}  # no X_pca written back
-    assert list(adata.obs.columns) == ["batch", "cell_type"]
+    adata = _blob_adata(rng, n_per=50, offset_label=6.0)
+    adata.obsm["X_good"] = adata.obsm.pop("X_emb")
+    adata.obsm["X_bad"] = adata.obsm["X_good"] + 20.0 * (adata.obs["batch"] == "1").to_numpy()[:, None]
+    before = snapshot(adata)
+    df = mm.scib_benchmark(adata, ["X_good", "X_bad"], "batch", "cell_type", log_normalize=True)
+    assert_unchanged(before, adata)  # no X_pca written back
+    assert list(df.index) == ["X_good", "X_bad", "Metric Type"]
     assert float(df.loc["X_good", "Batch correction"]) > float(df.loc["X_bad", "Batch correction"])
+    # Each row is that embedding's integration_scores (one Benchmarker per embedding).
+    one = mm.integration_scores(adata, "X_bad", log_normalize=True)
+    for key, value in one.items():
+        assert float(df.loc["X_bad", key]) == pytest.approx(value, abs=1e-6), key

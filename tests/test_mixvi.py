@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.sparse as sp
 import scvi
 import torch
 
@@ -34,7 +33,7 @@ def test_training_lowers_loss_and_records_history(counts_adata):
         assert key in model.history, key
     entropy = history(model, "mixture_entropy_train")
     assert 0 < entropy[-1] <= np.log(3) + 1e-5
-    assert bool(model.module.prior_initialized)
+    assert model.module.prior_layer.initialized
 
 
 def test_outputs_shapes_and_dtypes(counts_adata):
@@ -82,7 +81,7 @@ def test_save_load_round_trip_gives_identical_latents(counts_adata, tmp_path):
     loaded = mixvi.MixVI.load(tmp_path / "m", adata=counts_adata)
     np.testing.assert_array_equal(loaded.get_latent_representation(), latent)
     np.testing.assert_array_equal(loaded.get_cluster_assignments().filter(like="prob_").to_numpy(), probs)
-    assert bool(loaded.module.prior_initialized)
+    assert loaded.module.prior_layer.initialized
     for (n1, p1), (n2, p2) in zip(model.module.prior.named_parameters(),
                                   loaded.module.prior.named_parameters(), strict=True):
         assert n1 == n2 and torch.equal(p1, p2)
@@ -247,15 +246,29 @@ def test_kang_short_training_clusters_and_mixes_batches(kang):
     model.train(max_epochs=60, **FAST_TRAIN)
     model.write_to_adata(kang)
     truth = kang.obs["cell_type"].astype(str).to_numpy()
-    batch = kang.obs["batch"].astype(str).to_numpy()
     agreement = cluster_agreement(kang.obs["mixvi_cluster"].astype(str).to_numpy(), truth)
-    mixed = integration_scores(kang.obsm["X_mixvi"], batch, truth)
     pca = kang.copy()
     sc.pp.normalize_total(pca, target_sum=1e4)
     sc.pp.log1p(pca)
     sc.pp.pca(pca, n_comps=16, random_state=0)
-    unintegrated = integration_scores(pca.obsm["X_pca"], batch, truth)
+    # scib-metrics' Benchmarker numbers (un-scaled); the unintegrated PCA is both the
+    # PCR-comparison reference and the embedding MixVI must beat.
+    kang.obsm["X_pca"] = pca.obsm["X_pca"]
+    # iLISI, graph connectivity, PCR comparison (the batch metrics whose code compiles in
+    # seconds); the full default sets run in the slow metrics tests
+    from scib_metrics.benchmark import BatchCorrection, BioConservation
+
+    sets = {
+        "bio_conservation_metrics": BioConservation(
+            isolated_labels=False, nmi_ari_cluster_labels_kmeans=False),
+        "batch_correction_metrics": BatchCorrection(bras=False, kbet_per_label=False),
+    }
+    mixed = integration_scores(kang, "X_mixvi", batch_key="batch", label_key="cell_type", **sets)
+    unintegrated = integration_scores(kang, "X_pca", batch_key="batch", label_key="cell_type",
+                                      **sets)
     # floors measured on this machine (see README); well above chance (ARI 0)
     assert agreement["ari"] > 0.35, agreement
     assert agreement["nmi"] > 0.5, agreement
-    assert mixed["batch_score"] > unintegrated["batch_score"] + 0.05, (mixed, unintegrated)
+    assert mixed["Batch correction"] > unintegrated["Batch correction"] + 0.1, (
+        mixed, unintegrated
+    )

@@ -104,7 +104,7 @@ def test_training_history_and_latents(trained_tiny):
     # the loss went down
     rec = h["reconstruction_loss_train"].iloc[:, 0].to_numpy(dtype=float)
     assert rec[-1] < rec[0]
-    assert bool(model.module.prior_initialized)
+    assert model.module.prior_layer.initialized
     joint = model.get_latent_representation()
     zr = model.get_latent_representation(modality="rna")
     za = model.get_latent_representation(modality="atac")
@@ -164,7 +164,7 @@ def test_save_load_roundtrip(trained_tiny, tmp_path):
         loaded.get_latent_representation(modality="atac"),
         model.get_latent_representation(modality="atac"), atol=1e-5,
     )
-    assert bool(loaded.module.prior_initialized)
+    assert loaded.module.prior_layer.initialized
 
 
 @pytest.mark.parametrize(

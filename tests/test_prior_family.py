@@ -186,7 +186,7 @@ def test_hierarchical_label_prior_on_kang(kang):
     mixvi.MixVI.setup_anndata(kang, layer="counts", batch_key="batch",
                               labels_key="partial_label", unlabeled_category=UNKNOWN)
     model = mixvi.MixVI(kang, n_latent=8, n_hidden=64, n_components=6, prior="hierarchical")
-    assert model.module.prior.n_components == 11 and model.module.n_label_components == 5
+    assert model.module.prior.n_components == 11 and model.module.prior_layer.n_label_components == 5
     model.train(max_epochs=6, prior_init_epoch=2, **FAST_TRAIN)
     assert np.isfinite(history(model, "elbo_train")).all()
     pred = model.predict()
@@ -219,7 +219,11 @@ def test_mixture_posterior_kl_matches_monte_carlo_on_tree_prior():
 
 
 def test_known_component_mixture_posterior_kl_is_own_component_kl():
+    """A labelled cell's q(c|x) is the point mass on its label: KL_c = -log pi_c (so the
+    weights learn from labelled cells) and KL_z is that component's Gaussian KL."""
     prior = GaussianMixturePrior(2, 3)
+    with torch.no_grad():
+        prior.logits.copy_(torch.tensor([1.0, 0.0, -1.0]))
     logits, loc, scale = torch.randn(3, 3), torch.randn(3, 3, 2), torch.rand(3, 3, 2) + 0.3
     component = torch.tensor([2, -1, 0])
     kl_c, kl_z = prior.kl_mixture_posterior(logits, loc, scale, component)
@@ -230,7 +234,7 @@ def test_known_component_mixture_posterior_kl_is_own_component_kl():
             Normal(loc[i, k], scale[i, k]), Normal(means[k], scales[k])
         ).sum()
         torch.testing.assert_close(kl_z[i], expected)
-        assert kl_c[i] == 0
+        torch.testing.assert_close(kl_c[i], -torch.log_softmax(torch.tensor([1.0, 0, -1]), 0)[k])
     torch.testing.assert_close(kl_c[1], free_c[1])
     torch.testing.assert_close(kl_z[1], free_z[1])
 
@@ -297,3 +301,43 @@ def test_gumbel_sample_is_one_hot_with_straight_through_gradient(counts_adata):
     many = module.sample_mixture_posterior(logits[:1].detach(), loc[:1], scale[:1], (4000,))
     freq = np.bincount(torch.round(many[:, 0, 0] / 10).long().numpy(), minlength=3) / 4000
     np.testing.assert_allclose(freq, torch.softmax(logits[0], -1).detach().numpy(), atol=0.03)
+
+
+# -- pre-training with N(0, I) ----------------------------------------------------------------
+class _RecordInitialized(Callback):
+    def __init__(self):
+        self.seen = []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.seen.append(pl_module.module.prior_layer.initialized)
+
+
+def test_mixture_posterior_pretrains_with_the_normal_kl(counts_adata):
+    """pretrain_normal applies to posterior='mixture' too: until the mixture is fitted, every
+    posterior component is pulled to N(0, I), whatever the (random) mixture parameters."""
+    mixvi.MixVI.setup_anndata(counts_adata, layer="counts", batch_key="batch")
+    model = mixvi.MixVI(counts_adata, n_latent=2, n_hidden=16, n_components=3, posterior="mixture")
+    module, layer = model.module, model.module.prior_layer
+    assert not layer.initialized
+    tensors = next(iter(model._make_data_loader(counts_adata, batch_size=64)))
+    module.eval()
+    with torch.no_grad():
+        inf = module.inference(**module._get_inference_input(tensors))
+        before = layer.kl_mixture_posterior(inf["qc_logits"], *inf["qz_components"])
+        loc, scale = inf["qz_components"]
+        qc = torch.softmax(inf["qc_logits"], -1)
+        expected = (qc * torch.distributions.kl_divergence(
+            Normal(loc, scale), Normal(0.0, 1.0)).sum(-1)).sum(-1)
+        torch.testing.assert_close(before, expected)
+        module.prior.means.add_(3.0)
+        torch.testing.assert_close(
+            layer.kl_mixture_posterior(inf["qc_logits"], *inf["qz_components"]), before
+        )
+        layer.mark_initialized()
+        after = layer.kl_mixture_posterior(inf["qc_logits"], *inf["qz_components"])
+        assert not torch.allclose(after, before)
+    # in training the mixture is fitted (k-means) at prior_init_epoch, not before
+    fresh = mixvi.MixVI(counts_adata, n_latent=2, n_hidden=16, n_components=3, posterior="mixture")
+    record = _RecordInitialized()
+    fresh.train(max_epochs=4, prior_init_epoch=2, callbacks=[record], **FAST_TRAIN)
+    assert record.seen == [False, False, True, True]

@@ -12,7 +12,6 @@ from mixvi.priors import (
     HierarchicalGaussianMixturePrior,
     StandardNormalPrior,
     balanced_tree,
-    kl_diag_gaussians,
     make_prior,
     node_depths,
 )
@@ -95,16 +94,31 @@ def test_gradients_reach_every_prior_parameter(name):
 
 
 def test_label_prior_uses_closed_form_kl_to_own_component():
+    """A labelled cell's prior is the joint pi_c N(m_c, s_c^2): KL(q || N_c) - log pi_c."""
     prior = GaussianMixturePrior(4, 3)
+    with torch.no_grad():
+        prior.logits.copy_(torch.tensor([0.5, -1.0, 2.0]))
     qz = _posterior(n=3)
     component = torch.tensor([2, -1, 0])
     kl = prior.kl(qz, qz.rsample(), component)
-    _, means, scales = prior.component_params()
+    log_w, means, scales = prior.component_params()
     for i, c in ((0, 2), (2, 0)):
-        expected = kl_diag_gaussians(qz.loc[i], qz.scale[i], means[c], scales[c])
+        gauss = torch.distributions.kl_divergence(
+            Normal(qz.loc[i], qz.scale[i]), Normal(means[c], scales[c])
+        ).sum()
+        expected = gauss - torch.log_softmax(torch.tensor([0.5, -1.0, 2.0]), 0)[c]
         torch.testing.assert_close(kl[i], expected)
-    torch.testing.assert_close(expected, torch.distributions.kl_divergence(
-        Normal(qz.loc[2], qz.scale[2]), Normal(means[0], scales[0])).sum())
+
+
+def test_labelled_cells_train_the_mixture_weights():
+    """The -log pi_c term gives the weights a gradient that raises the labelled component."""
+    prior = GaussianMixturePrior(4, 3)
+    qz = _posterior(n=5)
+    prior.kl(qz, qz.rsample(), torch.full((5,), 1)).sum().backward()
+    grad = prior.logits.grad
+    assert grad is not None and grad[1] < 0 and grad[0] > 0 and grad[2] > 0
+    # exact: d/dlogits of -5 log softmax(logits)_1 = 5 (softmax - onehot)
+    torch.testing.assert_close(grad, 5 * (torch.full((3,), 1 / 3) - torch.tensor([0.0, 1, 0])))
 
 
 def test_mixture_posterior_kl_matches_monte_carlo():
@@ -185,10 +199,55 @@ def test_initialisation_ties_labelled_components():
     latent = np.concatenate([rng.normal(-4, 0.1, (50, 2)), rng.normal(4, 0.1, (50, 2))])
     component = np.array([1] * 50 + [0] * 50)
     prior = GaussianMixturePrior(2, 3)
-    prior.initialize_from_latent(latent.astype(np.float32), component)
+    prior.initialize_from_latent(latent.astype(np.float32), component, n_label_components=2)
     means = prior.means.detach().numpy()
     np.testing.assert_allclose(means[0], [4, 4], atol=0.1)
     np.testing.assert_allclose(means[1], [-4, -4], atol=0.1)
+
+
+def test_label_absent_from_the_cells_keeps_its_component():
+    """Labels 0 and 1 are seen, label 2 is not: slot 2 stays the label's, k-means fills 3, 4."""
+    rng = np.random.default_rng(0)
+    centres = np.array([[-6.0, 0], [6.0, 0], [0, 6.0], [0, -6.0]])
+    latent = np.concatenate([c + 0.1 * rng.standard_normal((40, 2)) for c in centres])
+    component = np.array([0] * 40 + [1] * 40 + [-1] * 80)
+    prior = GaussianMixturePrior(2, 5)
+    assign = prior.initialize_from_latent(
+        latent.astype(np.float32), component, n_label_components=3
+    )
+    assert not (assign == 2).any()
+    assert set(assign[80:]) == {3, 4}  # the two unlabelled clusters took the free slots
+    means = prior.means.detach().numpy()
+    found = sorted(np.round(means[3:, 1]).tolist())
+    assert found == [-6.0, 6.0]
+    with pytest.raises(ValueError, match="below n_label_components"):
+        prior.initialize_from_latent(latent.astype(np.float32), component, n_label_components=1)
+
+
+def test_hierarchical_initialisation_keeps_moment_matched_scales():
+    """With learn_scales=True the leaves take their clusters' spread and each internal node the
+    spread of the union of its leaves' cells around its derived mean."""
+    rng = np.random.default_rng(0)
+    centres = np.array([[-20, 0], [-12, 0], [12, 0], [20, 0]], dtype=float)
+    sds = np.array([0.2, 0.5, 0.3, 0.8])
+    latent = np.concatenate(
+        [c + s * rng.standard_normal((400, 2)) for c, s in zip(centres, sds)]
+    ).astype(np.float32)
+    prior = HierarchicalGaussianMixturePrior(2, 4, learn_scales=True)
+    assign = prior.initialize_from_latent(latent)
+    _, means, scales = prior.component_params()
+    means, scales = means.detach().numpy(), scales.detach().numpy()
+    for k in range(4):  # each leaf sits on one cluster with that cluster's spread
+        j = np.argmin(np.abs(centres[:, 0] - means[k, 0]))
+        np.testing.assert_allclose(scales[k], sds[j], rtol=0.1)
+    leaves_of = {k: {k} for k in range(4)}
+    for j, (a, b) in enumerate(prior.tree_children.numpy()):
+        node = 4 + j
+        leaves_of[node] = leaves_of[a] | leaves_of[b]
+        members = latent[np.isin(assign, list(leaves_of[node]))]
+        expected = np.sqrt(((members - means[node]) ** 2).mean(0))
+        np.testing.assert_allclose(scales[node], expected, rtol=0.02)
+    assert scales[6, 0] > 10  # the root spans both halves
 
 
 def test_hierarchical_initialisation_builds_tree_of_close_leaves():

@@ -31,7 +31,7 @@ from mixvi.data import (
     snapshot,
     validate_counts,
 )
-from mixvi.data import _validate
+from mixvi.data import _counts, _matrix
 
 N_OBS, N_VARS = 20, 10
 
@@ -330,13 +330,13 @@ def test_huge_dense_error_is_valueerror_and_memoryerror():
 
 
 def test_huge_dense_against_available_memory(monkeypatch):
-    monkeypatch.setattr(_validate, "_available_memory_bytes", lambda: 32 * 10**9)
+    monkeypatch.setattr(_matrix, "_available_memory_bytes", lambda: 32 * 10**9)
     with pytest.raises(MemoryError, match=r"more than half the memory available now \(32\.0 GB"):
         check_dense_size(_huge_dense_adata())
 
 
 def test_available_memory_is_known():
-    avail = _validate._available_memory_bytes()
+    avail = _matrix._available_memory_bytes()
     assert avail is None or avail > 0
 
 
@@ -452,7 +452,7 @@ def test_check_empty_explicit_zeros_and_formats():
         assert cells.tolist() == expected_cells, type(M)
         assert genes.tolist() == expected_genes, type(M)
     for M in (csr.tocoo(), sp.lil_matrix(csr), sp.dok_matrix(csr)):  # not allowed in AnnData
-        rows, cols = _validate._nonzero_counts(M)
+        rows, cols = _counts._nonzero_counts(M)
         assert (rows == 0).tolist() == expected_cells, type(M)
         assert (cols == 0).tolist() == expected_genes, type(M)
 
@@ -460,7 +460,7 @@ def test_check_empty_explicit_zeros_and_formats():
 # --------------------------------------------------------------------------- no densification
 
 
-def test_validate_counts_does_not_densify_large_sparse():
+def test_matrix_counts_does_not_densify_large_sparse():
     n_obs, n_vars, nnz = 10**5, 10**4, 2 * 10**5  # dense float32 would be 4 GB
     rng = np.random.default_rng(0)
     rows = rng.integers(0, n_obs, nnz)
@@ -487,8 +487,8 @@ def test_validate_counts_does_not_densify_large_sparse():
 
 
 def test_chunked_scan_finds_bad_value_in_last_chunk(monkeypatch):
-    monkeypatch.setattr(_validate, "_CHUNK_ELEMENTS", 30)  # 3 rows of 10 genes per chunk
-    monkeypatch.setattr(_validate, "_DATA_CHUNK", 7)
+    monkeypatch.setattr(_matrix, "_CHUNK_ELEMENTS", 30)  # 3 rows of 10 genes per chunk
+    monkeypatch.setattr(_matrix, "_DATA_CHUNK", 7)
     for dense in (True, False):
         adata = make_adata(dense=dense)
         validate_counts(adata)
@@ -504,8 +504,8 @@ def test_chunked_scan_finds_bad_value_in_last_chunk(monkeypatch):
 
 @pytest.mark.parametrize("dense", [False, True], ids=["sparse", "dense"])
 def test_backed_anndata(tmp_path, monkeypatch, dense):
-    monkeypatch.setattr(_validate, "_CHUNK_ELEMENTS", 30)  # several row chunks
-    monkeypatch.setattr(_validate, "_DATA_CHUNK", 7)
+    monkeypatch.setattr(_matrix, "_CHUNK_ELEMENTS", 30)  # several row chunks
+    monkeypatch.setattr(_matrix, "_DATA_CHUNK", 7)
     good = make_adata(dense=dense)
     X = good.X.toarray() if not dense else good.X.copy()
     X[2] = 0  # one empty cell

@@ -13,4 +13,4 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.1.0"
 
-__all__ = ["MultiMixVI", "MixVI", "data", "datasets", "metrics", "priors", "settings", "__version__"]
+__all__ = ["MultiMixVI", "MixVI", "data", "datasets", "metrics", "pl", "priors", "settings", "__version__"]

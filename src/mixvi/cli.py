@@ -41,7 +41,19 @@ def _umap_png(adata, colors: list[str], path: Path, rep: str = "X_mixvi") -> Non
     plt.close(fig)
 
 
-def _metrics_table(adata, batch_key: str | None, labels_key: str | None, key: str) -> dict:
+def _metrics_table(
+    adata, batch_key: str | None, labels_key: str | None, key: str, layer: str | None = None
+) -> dict:
+    """Scores of a fitted ``adata`` (after ``write_to_adata``), ``adata`` left unchanged.
+
+    ``cluster_ari`` / ``cluster_nmi`` / ``cluster_n_scored``: the mixture clusters
+    (``obs[f"{key}_cluster"]``) against ``labels_key``. With a batch too, scib-metrics'
+    Benchmarker numbers for ``obsm[f"X_{key}"]`` under its own names (``"iLISI"``,
+    ``"KBET"``, ..., ``"Batch correction"``, ``"Bio conservation"``, ``"Total"``; see
+    :func:`mixvi.metrics.integration_scores`). Their unintegrated reference is
+    ``obsm["X_pca"]`` if present, else a PCA of the log-normalised counts (``layer`` or
+    ``.X``, which MixVI requires to hold raw counts) computed on a copy.
+    """
     from mixvi.metrics import cluster_agreement, integration_scores
 
     out: dict[str, float] = {}
@@ -50,12 +62,10 @@ def _metrics_table(adata, batch_key: str | None, labels_key: str | None, key: st
             adata.obs[f"{key}_cluster"].astype(str).values, adata.obs[labels_key].astype(str).values
         ).items()})
     if batch_key is not None and labels_key is not None:
-        scores = integration_scores(
-            adata.obsm[f"X_{key}"], adata.obs[batch_key].astype(str).values,
-            adata.obs[labels_key].astype(str).values,
-        )
-        out.update({k: scores[k] for k in ("silhouette_batch", "ilisi", "graph_connectivity",
-                                           "batch_score", "bio_score", "total") if k in scores})
+        out.update(integration_scores(
+            adata, embedding_key=f"X_{key}", batch_key=batch_key, label_key=labels_key,
+            pre_integrated_key="X_pca", layer=layer, log_normalize=True,
+        ))
     return out
 
 
@@ -63,7 +73,8 @@ def _print_table(rows: dict[str, float]) -> None:
     width = max(len(k) for k in rows) if rows else 10
     print(f"{'metric'.ljust(width)}  value")
     for k, v in rows.items():
-        print(f"{k.ljust(width)}  {v:.3f}")
+        text = f"{v:.3f}" if isinstance(v, float) else str(v)
+        print(f"{k.ljust(width)}  {text}")
 
 
 def fit(
@@ -124,7 +135,7 @@ def fit(
     out.parent.mkdir(parents=True, exist_ok=True)
     adata.write_h5ad(out)
     print(f"wrote {out}")
-    metrics = _metrics_table(adata, batch_key, labels_key, key_added)
+    metrics = _metrics_table(adata, batch_key, labels_key, key_added, layer=layer)
     metrics["seconds_per_epoch"] = elapsed / max(epochs, 1)
     return metrics
 

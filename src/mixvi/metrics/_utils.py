@@ -1,4 +1,4 @@
-"""Small shared helpers for :mod:`mixvi.metrics` (input checks, chunking, kNN)."""
+"""Small shared helpers for :mod:`mixvi.metrics` (input checks, chunking, exact kNN)."""
 
 from __future__ import annotations
 
@@ -86,16 +86,20 @@ def row_indexable(m: Any) -> Any:
     return np.asarray(m)
 
 
-def knn(emb: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+def knn(emb: np.ndarray, n_neighbors: int, n_jobs: int | None = 1) -> tuple[np.ndarray, np.ndarray]:
     """Exact euclidean kNN of every cell among all cells, **self included**.
+
+    Used as the neighbour search of scib-metrics' Benchmarker (see :mod:`._scib`), whose
+    default pynndescent graph also lists each cell as its own first neighbour.
 
     Parameters
     ----------
     emb
         Embedding, shape (n_cells, d).
     n_neighbors
-        Neighbours per cell including the cell itself (clipped to n_cells), as in
-        scib-metrics, whose pynndescent graph also lists each cell as its own neighbour.
+        Neighbours per cell including the cell itself (clipped to n_cells).
+    n_jobs
+        Threads of sklearn's search.
 
     Returns
     -------
@@ -103,6 +107,6 @@ def knn(emb: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
         Both of shape (n_cells, k) with k = min(n_neighbors, n_cells), sorted by distance.
     """
     k = int(min(n_neighbors, emb.shape[0]))
-    nn = NearestNeighbors(n_neighbors=k).fit(emb)
+    nn = NearestNeighbors(n_neighbors=k, n_jobs=n_jobs).fit(emb)
     dist, idx = nn.kneighbors(emb)
     return dist, idx

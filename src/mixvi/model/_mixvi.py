@@ -6,9 +6,6 @@ import logging
 from collections.abc import Sequence
 from typing import Literal
 
-import numpy as np
-import pandas as pd
-import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
@@ -26,21 +23,21 @@ from scvi.model.base import (
     VAEMixin,
 )
 
+from mixvi.model._base import MixModelMixin
 from mixvi.model._clusters import ClusterMixin
 from mixvi.model._save_load import SafeSaveLoadMixin
-from mixvi.model._training import MixTrainingMixin, default_plan
-from mixvi.model._validation import validate_setup
+from mixvi.model._training import MixTrainingMixin, default_max_epochs, default_plan
+from mixvi.model._validation import check_choice, check_network_args, check_real, validate_setup
 from mixvi.module import MixVAE
 from mixvi.priors import PriorName
 from mixvi.train import MixTrainingPlan
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_N_COMPONENTS = 10
-
 
 class MixVI(
     SafeSaveLoadMixin,
+    MixModelMixin,
     ClusterMixin,
     RNASeqMixin,
     VAEMixin,
@@ -91,6 +88,11 @@ class MixVI(
     pretrain_normal
         Use the N(0, I) KL until the mixture is initialised on the data (see
         :meth:`train`'s ``prior_init_epoch``).
+    batch_balance_weight
+        Weight of the minibatch mutual information between mixture component and batch
+        (see :class:`~mixvi.module.MixVAE`): asks each component to hold the batches in the
+        data's proportions, so one cell type from two batches shares a component. ``0``
+        (default) switches it off.
     **module_kwargs
         Passed to :class:`~mixvi.module.MixVAE` and :class:`scvi.module.VAE`
         (e.g. ``encode_covariates``, ``use_batch_norm``, ``classification_weight``).
@@ -129,31 +131,18 @@ class MixVI(
         kl_estimator: Literal["mc", "analytic"] = "mc",
         learn_scales: bool | None = None,
         pretrain_normal: bool = True,
+        batch_balance_weight: float = 0.0,
         **module_kwargs,
     ):
         super().__init__(adata)
-        if gene_likelihood not in ("nb", "zinb", "poisson"):
-            raise ValueError(
-                f"gene_likelihood must be 'nb', 'zinb' or 'poisson', got {gene_likelihood!r}."
-            )
-        labels_state = self.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY)
-        has_labels = self.registry_["setup_args"].get("labels_key") is not None
-        if use_label_prior is None:
-            use_label_prior = has_labels and prior != "normal"
-        if use_label_prior and not has_labels:
-            raise ValueError(
-                "use_label_prior=True needs labels: call MixVI.setup_anndata(adata, "
-                "labels_key=..., unlabeled_category=...)."
-            )
-        n_label_components = len(labels_state.categorical_mapping) - 1 if use_label_prior else 0
-        if n_components is None:
-            n_components = max(n_label_components, DEFAULT_N_COMPONENTS if not n_label_components else 0)
-        validate_setup(self.adata, n_components=n_components)
-        if learn_scales is None:
-            learn_scales = prior != "hierarchical"
-        prior_kwargs = {"n_kl_samples": n_kl_samples, "kl_estimator": kl_estimator}
-        if prior != "normal":
-            prior_kwargs["learn_scales"] = learn_scales
+        check_choice("gene_likelihood", gene_likelihood, ("nb", "zinb", "poisson"))
+        check_network_args(n_latent, n_hidden, n_layers, dropout_rate)
+        check_real("batch_balance_weight", batch_balance_weight, 0.0)
+        self._check_registered_data()
+        prior_args = self._prior_setup(
+            prior, n_components, posterior, use_label_prior, learn_scales, n_kl_samples,
+            kl_estimator,
+        )
         n_cats_per_cov = (
             self.adata_manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY).n_cats_per_key
             if REGISTRY_KEYS.CAT_COVS_KEY in self.adata_manager.data_registry
@@ -166,22 +155,18 @@ class MixVI(
             n_continuous_cov=self.summary_stats.get("n_extra_continuous_covs", 0),
             n_cats_per_cov=n_cats_per_cov,
             n_latent=n_latent,
-            prior=prior,
-            n_components=n_components,
             posterior=posterior,
-            n_label_components=n_label_components,
             pretrain_normal=pretrain_normal,
-            prior_kwargs=prior_kwargs,
+            batch_balance_weight=batch_balance_weight,
             n_hidden=n_hidden,
             n_layers=n_layers,
             dropout_rate=dropout_rate,
             dispersion=dispersion,
             gene_likelihood=gene_likelihood,
+            **prior_args,
             **module_kwargs,
         )
-        self.label_categories_ = (
-            list(labels_state.categorical_mapping[:-1]) if n_label_components else []
-        )
+        n_label_components = prior_args["n_label_components"]
         self._model_summary_string = (
             f"MixVI model: prior={prior!r}, posterior={posterior!r}, "
             f"n_components={self.module.prior.n_components}, n_latent={n_latent}, "
@@ -229,14 +214,15 @@ class MixVI(
         validate_setup(
             adata,
             layer=layer,
-            obs_keys={
-                "batch_key": batch_key,
-                "labels_key": labels_key,
-                **{f"categorical_covariate_keys[{i}]": k for i, k in enumerate(categorical_covariate_keys or [])},
-                **{f"continuous_covariate_keys[{i}]": k for i, k in enumerate(continuous_covariate_keys or [])},
-            },
+            batch_key=batch_key,
             labels_key=labels_key,
             unlabeled_category=unlabeled_category,
+            other_obs_keys={
+                **{f"categorical_covariate_keys[{i}]": k
+                   for i, k in enumerate(categorical_covariate_keys or [])},
+                **{f"continuous_covariate_keys[{i}]": k
+                   for i, k in enumerate(continuous_covariate_keys or [])},
+            },
         )
         setup_method_args = cls._get_setup_method_args(**locals())
         labels_field = (
@@ -317,10 +303,8 @@ class MixVI(
         not a notebook; ``num_nodes=`` for several machines). Each process sees a share of the
         cells; the mixture is initialised on rank 0 and broadcast.
         """
-        from scvi.model._utils import get_max_epochs_heuristic
-
         if max_epochs is None:
-            max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
+            max_epochs = default_max_epochs(self.adata.n_obs)
         plan = default_plan(max_epochs, n_epochs_kl_warmup, prior_init_epoch, prior_init_divisor=10)
         plan["gumbel_temperature"] = gumbel_temperature
         plan["n_epochs_gumbel_anneal"] = max(max_epochs // 2, 1)

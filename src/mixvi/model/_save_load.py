@@ -105,7 +105,7 @@ def read_saved_model(dir_path: str, prefix: str | None = None) -> tuple[dict, An
     IncompatibleModelError
         If ``model.pt`` cannot be read (truncated, corrupt or not a model file).
     """
-    from scvi.model.base._save_load import _load_saved_files
+    import torch
 
     path = os.path.join(str(dir_path), f"{prefix or ''}model.pt")
     if not os.path.exists(path):
@@ -113,9 +113,9 @@ def read_saved_model(dir_path: str, prefix: str | None = None) -> tuple[dict, An
             f"No saved model at {path}; pass the folder given to model.save(...)."
         )
     try:
-        attr_dict, var_names, _, _ = _load_saved_files(
-            str(dir_path), load_adata=False, prefix=prefix, map_location="cpu"
-        )
+        # model.save() writes one torch file holding the attributes, features and weights
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        attr_dict, var_names = saved["attr_dict"], saved.get("var_names")
     except Exception as err:  # noqa: BLE001 - any read failure means an unusable file
         raise IncompatibleModelError(
             f"{path} could not be read as a saved model ({type(err).__name__}: {err}). The file "
@@ -176,25 +176,9 @@ def check_feature_names(saved: np.ndarray | dict, adata) -> None:
     check_var_names(list(saved), adata, what="genes")
 
 
-def _count_fields(model) -> list[tuple[str | None, str | None, list[str]]]:
-    """``(modality, layer, feature names)`` of every registered count matrix of ``model``."""
-    out = []
-    for field in model.adata_manager.fields:
-        if getattr(field, "attr_name", None) not in ("X", "layers") or getattr(
-            field, "is_empty", False
-        ):
-            continue
-        state = model.adata_manager.get_state_registry(field.registry_key)
-        names = state.get("column_names") if hasattr(state, "get") else None
-        if names is None:
-            continue
-        layer = field.attr_key if field.attr_name == "layers" else None
-        out.append((getattr(field, "mod_key", None), layer, list(names)))
-    return out
-
-
 def check_new_data(model, adata) -> None:
-    """Check data a model has not seen: same features in the same order, raw counts.
+    """Check data a model has not seen: same features in the same order, raw counts in the
+    registered layers (per modality).
 
     Parameters
     ----------
@@ -210,17 +194,6 @@ def check_new_data(model, adata) -> None:
     ValueError
         If features differ or are in another order, or the counts are not raw counts.
     """
-    from mixvi.data import check_layer, check_mudata_modalities, check_var_names, validate_counts
+    from mixvi.model._validation import validate_registered_data
 
-    for mod, layer, names in _count_fields(model):
-        if mod is not None:
-            check_mudata_modalities(adata, {mod: mod})
-            target, label = adata.mod[mod], mod.upper()
-        elif hasattr(adata, "mod"):
-            continue
-        else:
-            target, label = adata, "RNA"
-        what = "peaks" if "atac" in str(mod).lower() else "genes"
-        check_var_names(names, target, what=what)
-        check_layer(target, layer)
-        validate_counts(target, layer, modality=label)
+    validate_registered_data(model.adata_manager, adata, reference_names=True, warn_empty=False)

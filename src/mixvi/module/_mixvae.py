@@ -1,47 +1,20 @@
-"""Torch module of MixVI: scVI's encoder/decoder with a pluggable (mixture) prior."""
+"""Torch module of MixVI: scVI's encoder/decoder with the shared (mixture) prior layer."""
 
 from __future__ import annotations
-
-from typing import Literal
 
 import torch
 from scvi import REGISTRY_KEYS
 from scvi.module import VAE
-from scvi.module._constants import MODULE_KEYS
 from scvi.module.base import LossOutput, auto_move_data
 from torch import nn
 from torch.distributions import Normal
 
-from mixvi.priors import (
-    LatentPrior,
-    MixturePrior,
-    PriorName,
-    StandardNormalPrior,
-    make_prior,
-)
+from mixvi.module._prior_layer import PosteriorName, PriorLayer, log_mean_exp
+from mixvi.priors import LatentPrior, PriorName
 
-PosteriorName = Literal["gaussian", "mixture"]
-
-
-def known_components(labels: torch.Tensor, n_label_components: int) -> torch.Tensor:
-    """Map registered label codes to prior components; ``-1`` for unlabelled cells.
-
-    scvi-tools puts the unlabelled category last, so codes ``< n_label_components``
-    are known labels and are tied to the component of the same index.
-
-    Parameters
-    ----------
-    labels
-        Label codes, shape ``(n_cells, 1)``.
-    n_label_components
-        Number of known label categories.
-
-    Returns
-    -------
-    Long tensor of shape ``(n_cells,)``.
-    """
-    codes = labels.view(-1).long()
-    return torch.where(codes < n_label_components, codes, torch.full_like(codes, -1))
+# scvi-tools' module output keys (the names its getters read), as plain strings
+Z_KEY, QZ_KEY, QL_KEY, PX_KEY, PL_KEY, LIBRARY_KEY = "z", "qz", "ql", "px", "pl", "library"
+KL_Z_KEY, KL_L_KEY = "kl_divergence_z", "kl_divergence_l"
 
 
 def mixture_moments(
@@ -70,8 +43,8 @@ class MixVAE(VAE):
     """Variational autoencoder with a trainable Gaussian-mixture latent prior.
 
     The encoder, decoder, likelihoods and covariate handling are scvi-tools'
-    :class:`~scvi.module.VAE`; this module swaps the N(0, I) prior for a
-    :class:`~mixvi.priors.LatentPrior` and optionally the Gaussian posterior for a
+    :class:`~scvi.module.VAE`; the prior is a :class:`~mixvi.module.PriorLayer` (shared
+    with :class:`~mixvi.module.MultiMixVAE`), and the posterior is either scVI's Gaussian or a
     Gumbel-softmax mixture posterior.
 
     Parameters
@@ -86,16 +59,21 @@ class MixVAE(VAE):
         Mixture components ``K`` (tree leaves for ``"hierarchical"``).
     posterior
         ``"gaussian"``: q(z|x) = N(mu, sigma^2). ``"mixture"``: q(c|x) categorical,
-        sampled with the (straight-through) Gumbel-softmax, then N(mu_c, sigma_c^2).
+        sampled with the (straight-through) Gumbel-softmax, then N(mu_c, sigma_c^2); a
+        labelled cell uses its label's component.
     n_label_components
         Number of known label categories tied to the first prior components
         (semi-supervised label prior); ``0`` disables it.
     classification_weight
         Weight of ``-log q(c = label | x)`` for labelled cells with the mixture posterior.
+    batch_balance_weight
+        Weight of the mutual information between mixture component and batch in each
+        minibatch (:meth:`PriorLayer.batch_mutual_information`), added to the per-cell loss;
+        it asks each component to hold the batches in the proportions of the data. ``0``
+        switches it off.
     pretrain_normal
-        Use the N(0, I) KL until the mixture is initialised from the data (see
-        :class:`~mixvi.train.MixTrainingPlan`); avoids pulling an untrained latent
-        onto randomly placed components.
+        Use the N(0, I) KL until the mixture is fitted to the data (see
+        :class:`~mixvi.train.MixTrainingPlan`).
     prior_kwargs
         Passed to the prior (``learn_scales``, ``n_kl_samples``, ``kl_estimator``, ...).
     **vae_kwargs
@@ -112,44 +90,55 @@ class MixVAE(VAE):
         posterior: PosteriorName = "gaussian",
         n_label_components: int = 0,
         classification_weight: float = 10.0,
+        batch_balance_weight: float = 0.0,
         pretrain_normal: bool = True,
         prior_kwargs: dict | None = None,
         **vae_kwargs,
     ):
         super().__init__(n_input=n_input, n_latent=n_latent, **vae_kwargs)
-        self.prior: LatentPrior = make_prior(prior, n_latent, n_components, **(prior_kwargs or {}))
-        self.is_mixture = isinstance(self.prior, MixturePrior)
-        if posterior not in ("gaussian", "mixture"):
-            raise ValueError(f"posterior must be 'gaussian' or 'mixture', got {posterior!r}.")
-        if posterior == "mixture" and not self.is_mixture:
-            raise ValueError("posterior='mixture' needs a mixture prior (prior='gmm' or 'hierarchical').")
-        if n_label_components and not self.is_mixture:
-            raise ValueError("A label prior needs a mixture prior (prior='gmm' or 'hierarchical').")
-        n_assignable = getattr(self.prior, "n_leaves", self.prior.n_components)
-        if n_label_components > n_assignable:
-            raise ValueError(
-                f"{n_label_components} known labels need at least as many mixture components "
-                f"(got {n_assignable}); raise n_components."
-            )
+        self.prior_layer = PriorLayer(
+            n_latent, prior, n_components, posterior, n_label_components, pretrain_normal,
+            prior_kwargs,
+        )
         self.posterior = posterior
-        self.n_label_components = n_label_components
         self.classification_weight = classification_weight
-        self.standard_normal = StandardNormalPrior(n_latent)
-        self.register_buffer("prior_initialized", torch.tensor(not (pretrain_normal and self.is_mixture)))
+        self.batch_balance_weight = float(batch_balance_weight)
         self.register_buffer("gumbel_temperature", torch.tensor(1.0))
+        self._gumbel_tau = 1.0  # Python copy: the sampler needs a float, not a device read
         if posterior == "mixture":
-            K = self.prior.n_components
+            K = self.prior_layer.n_components
             n_hidden = self.z_encoder.mean_encoder.in_features
             # Every component gets its own posterior mean/variance head; q(c|x) shares the trunk.
             self.z_encoder.mean_encoder = nn.Linear(n_hidden, K * n_latent)
             self.z_encoder.var_encoder = nn.Linear(n_hidden, K * n_latent)
             self.qc_encoder = nn.Linear(n_hidden, K)
 
+    @property
+    def prior(self) -> LatentPrior:
+        """The prior module (:attr:`prior_layer.prior`)."""
+        return self.prior_layer.prior
+
+    @property
+    def is_mixture(self) -> bool:
+        """Whether the prior is a mixture."""
+        return self.prior_layer.is_mixture
+
+    def set_gumbel_temperature(self, tau: float) -> None:
+        """Temperature of the Gumbel-softmax relaxation (mixture posterior)."""
+        self.gumbel_temperature.fill_(float(tau))
+        self._gumbel_tau = float(tau)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "gumbel_temperature" in state_dict:
+            self._gumbel_tau = float(state_dict[prefix + "gumbel_temperature"])
+
     # -- inference ---------------------------------------------------------------------------
-    def _components(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        if not self.n_label_components:
-            return None
-        return known_components(tensors[REGISTRY_KEYS.LABELS_KEY], self.n_label_components)
+    def _get_inference_input(self, tensors, full_forward_pass: bool = False):
+        inputs = super()._get_inference_input(tensors, full_forward_pass)
+        if self.posterior == "mixture" and self.prior_layer.n_label_components:
+            inputs["labels"] = tensors[REGISTRY_KEYS.LABELS_KEY]
+        return inputs
 
     @auto_move_data
     def _regular_inference(
@@ -159,6 +148,7 @@ class MixVAE(VAE):
         cont_covs: torch.Tensor | None = None,
         cat_covs: torch.Tensor | None = None,
         n_samples: int = 1,
+        labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | Normal | None]:
         if self.posterior == "gaussian":
             return super()._regular_inference(x, batch_index, cont_covs, cat_covs, n_samples)
@@ -172,21 +162,27 @@ class MixVAE(VAE):
         cats = torch.split(cat_covs, 1, dim=1) if (cat_covs is not None and self.encode_covariates) else ()
         enc = self.z_encoder
         h = enc.encoder(encoder_input, batch_index, *cats)
-        n, K, d = x.shape[0], self.prior.n_components, self.n_latent
+        n, K, d = x.shape[0], self.prior_layer.n_components, self.n_latent
         loc = enc.mean_encoder(h).view(n, K, d)
         scale = (enc.var_activation(enc.var_encoder(h)) + enc.var_eps).sqrt().view(n, K, d)
         qc_logits = self.qc_encoder(h)
+        probs = self.prior.posterior_log_probs(qc_logits).exp()
+        component = self.prior_layer.known_components(labels)
+        if component is not None:  # a labelled cell's posterior is its label's component
+            onehot = nn.functional.one_hot(component.clamp(min=0), K).to(probs.dtype)
+            probs = torch.where((component >= 0).unsqueeze(1), onehot, probs)
         shape = (n_samples,) if n_samples > 1 else ()
-        z = self.sample_mixture_posterior(qc_logits, loc, scale, shape)
-        mean, std = mixture_moments(torch.softmax(qc_logits, -1), loc, scale)
+        z = self.sample_mixture_posterior(qc_logits, loc, scale, shape, component)
+        mean, std = mixture_moments(probs, loc, scale)
         if n_samples > 1:
             library = library.unsqueeze(0).expand((n_samples, n, 1))
         return {
-            MODULE_KEYS.Z_KEY: z,
-            MODULE_KEYS.QZ_KEY: Normal(mean, std),  # moment-matched, for scvi-tools' getters
-            MODULE_KEYS.QL_KEY: None,
-            MODULE_KEYS.LIBRARY_KEY: library,
+            Z_KEY: z,
+            QZ_KEY: Normal(mean, std),  # moment-matched, for scvi-tools' getters
+            QL_KEY: None,
+            LIBRARY_KEY: library,
             "qc_logits": qc_logits,
+            "qc_probs": probs,
             "qz_components": (loc, scale),
         }
 
@@ -196,33 +192,52 @@ class MixVAE(VAE):
         loc: torch.Tensor,
         scale: torch.Tensor,
         sample_shape: tuple[int, ...] = (),
+        component: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Gumbel-softmax draw of ``c`` then reparametrised ``z`` in the chosen component.
 
         The straight-through estimator keeps the forward draw one-hot (a sample from
-        the chosen component) while gradients flow through the relaxed weights.
+        the chosen component) while gradients flow through the relaxed weights. Cells with
+        a known ``component`` (``>= 0``, shape ``(n_cells,)``) draw from that component.
 
         Returns
         -------
         Tensor of shape ``sample_shape + (n_cells, n_latent)``.
         """
-        logits = qc_logits.expand(sample_shape + qc_logits.shape)
-        y = nn.functional.gumbel_softmax(logits, tau=float(self.gumbel_temperature), hard=True)
+        masked = self.prior.posterior_log_probs(qc_logits)
+        logits = masked.expand(sample_shape + masked.shape)
+        y = nn.functional.gumbel_softmax(logits, tau=self._gumbel_tau, hard=True)
+        if component is not None:
+            onehot = nn.functional.one_hot(component.clamp(min=0), masked.shape[-1]).to(y.dtype)
+            y = torch.where((component >= 0).unsqueeze(-1), onehot, y)
         eps = torch.randn(sample_shape + loc.shape, device=loc.device)
         return (y.unsqueeze(-1) * (loc + scale * eps)).sum(-2)
+
+    def posterior_log_prob(self, inference_outputs: dict, z: torch.Tensor) -> torch.Tensor:
+        """``log q(z|x)`` of samples ``z`` (``(..., n_cells, d)``), shape ``z.shape[:-1]``.
+
+        For the mixture posterior this is the mixture density
+        ``log sum_c q(c|x) N(z; mu_c, sigma_c^2)``.
+        """
+        if self.posterior == "gaussian":
+            return inference_outputs[QZ_KEY].log_prob(z).sum(-1)
+        loc, scale = inference_outputs["qz_components"]
+        log_qc = torch.log(inference_outputs["qc_probs"].clamp(min=1e-30))
+        per_c = Normal(loc, scale).log_prob(z.unsqueeze(-2)).sum(-1)  # (..., n, K)
+        return torch.logsumexp(per_c + log_qc, dim=-1)
 
     # -- assignments -------------------------------------------------------------------------
     @torch.inference_mode()
     def cluster_probabilities(self, inference_outputs: dict) -> torch.Tensor:
         """Component probabilities of each cell, shape ``(n_cells, K)``.
 
-        q(c|x) for the mixture posterior; otherwise the prior responsibilities at
-        the posterior mean, ``r_k propto pi_k N(mu(x); m_k, s_k^2)``.
+        q(c|x) for the mixture posterior; otherwise the prior responsibilities with the
+        posterior uncertainty integrated out, ``r_k propto pi_k N(mu; m_k, s_k^2 + sigma^2)``.
         """
         if self.posterior == "mixture":
-            return torch.softmax(inference_outputs["qc_logits"], dim=-1)
-        qz = inference_outputs[MODULE_KEYS.QZ_KEY]
-        return self.prior.responsibilities(qz.loc, qz.scale)
+            return inference_outputs["qc_probs"]
+        qz = inference_outputs[QZ_KEY]
+        return self.prior_layer.responsibilities(qz.loc, qz.scale)
 
     # -- loss --------------------------------------------------------------------------------
     def loss(
@@ -234,50 +249,117 @@ class MixVAE(VAE):
     ) -> LossOutput:
         """Negative ELBO: reconstruction + ``kl_weight`` x KL(q(z|x) || p(z)) (+ library KL).
 
+        With ``batch_balance_weight > 0`` (and a fitted mixture) the minibatch estimate of
+        ``I(component; batch)`` is added, times that weight.
+
         Returns
         -------
         :class:`~scvi.module.base.LossOutput` with per-cell ``reconstruction_loss``,
-        ``kl_local`` (``kl_divergence_z``, ``kl_divergence_l``) and, for mixtures,
-        the scalar ``mixture_entropy`` in ``extra_metrics``.
+        ``kl_local`` (``kl_divergence_z``, ``kl_divergence_l``) and, for mixtures, the
+        scalars ``mixture_entropy`` (and ``batch_mi``) in ``extra_metrics``.
         """
         x = tensors[REGISTRY_KEYS.X_KEY]
-        qz = inference_outputs[MODULE_KEYS.QZ_KEY]
-        z = inference_outputs[MODULE_KEYS.Z_KEY]
-        component = self._components(tensors)
-        reconst = -generative_outputs[MODULE_KEYS.PX_KEY].log_prob(x).sum(-1)
+        labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
+        layer = self.prior_layer
+        qz = inference_outputs[QZ_KEY]
+        reconst = -generative_outputs[PX_KEY].log_prob(x).sum(-1)
         extra = {}
+        classification = torch.zeros_like(reconst)
         if self.posterior == "mixture":
             loc, scale = inference_outputs["qz_components"]
-            kl_c, kl_z = self.prior.kl_mixture_posterior(
-                inference_outputs["qc_logits"], loc, scale, component
-            )
-            kl_z = kl_c + kl_z
-            classification = torch.zeros_like(kl_z)
+            kl_z = layer.kl_mixture_posterior(inference_outputs["qc_logits"], loc, scale, labels)
+            component = layer.known_components(labels)
             if component is not None:
-                log_qc = torch.log_softmax(inference_outputs["qc_logits"], dim=-1)
+                log_qc = self.prior.posterior_log_probs(inference_outputs["qc_logits"])
                 own = log_qc.gather(1, component.clamp(min=0).unsqueeze(1)).squeeze(1)
                 classification = torch.where(component >= 0, -own, classification)
                 extra["classification_loss"] = classification.mean().detach()
-        elif self.prior_initialized:
-            kl_z = self.prior.kl(qz, z, component)
-            classification = torch.zeros_like(kl_z)
         else:
-            kl_z = self.standard_normal.kl(qz)
-            classification = torch.zeros_like(kl_z)
+            kl_z = layer.kl(qz, inference_outputs[Z_KEY], labels)
         if self.use_observed_lib_size:
             kl_l = torch.zeros_like(kl_z)
         else:
             kl_l = torch.distributions.kl_divergence(
-                inference_outputs[MODULE_KEYS.QL_KEY], generative_outputs[MODULE_KEYS.PL_KEY]
+                inference_outputs[QL_KEY], generative_outputs[PL_KEY]
             ).sum(dim=1)
         loss = torch.mean(
             reconst + kl_weight * kl_z + kl_l + self.classification_weight * classification
         )
         if self.is_mixture:
-            extra["mixture_entropy"] = self.prior.mixture_entropy().detach()
+            extra["mixture_entropy"] = layer.mixture_entropy().detach()
+            if self.batch_balance_weight > 0 and self.n_batch > 1 and layer.initialized:
+                resp = self._soft_assignments(inference_outputs)
+                mi = layer.batch_mutual_information(
+                    resp, tensors[REGISTRY_KEYS.BATCH_KEY], self.n_batch
+                )
+                loss = loss + self.batch_balance_weight * mi
+                extra["batch_mi"] = mi.detach()
         return LossOutput(
             loss=loss,
             reconstruction_loss=reconst,
-            kl_local={MODULE_KEYS.KL_Z_KEY: kl_z, MODULE_KEYS.KL_L_KEY: kl_l},
+            kl_local={KL_Z_KEY: kl_z, KL_L_KEY: kl_l},
             extra_metrics=extra,
         )
+
+    def _soft_assignments(self, inference_outputs: dict) -> torch.Tensor:
+        """Differentiable component probabilities used by the batch-balance penalty."""
+        if self.posterior == "mixture":
+            return inference_outputs["qc_probs"]
+        qz = inference_outputs[QZ_KEY]
+        return self.prior_layer.responsibilities(qz.loc, qz.scale)
+
+    # -- marginal likelihood -----------------------------------------------------------------
+    @torch.inference_mode()
+    def marginal_ll(
+        self,
+        tensors: dict[str, torch.Tensor],
+        n_mc_samples: int,
+        return_mean: bool = False,
+        n_mc_samples_per_pass: int = 1,
+    ) -> torch.Tensor | float:
+        """Importance-sampled ``log p(x)`` under the model's own prior, per cell.
+
+        ``log p(x) ~ log (1/S) sum_s p(x|z_s) p(z_s) / q(z_s|x)`` with ``z_s ~ q(z|x)``; ``p(z)``
+        is the prior of the loss (:meth:`PriorLayer.log_prob`: the fitted mixture, the tree,
+        or N(0, I) before the mixture is fitted; a labelled cell scores ``log p(x, c)``).
+        The estimate is a lower bound that rises towards ``log p(x)`` with ``S``; with
+        ``S = 1`` its expectation is the ELBO.
+
+        Parameters
+        ----------
+        tensors
+            One minibatch from a scvi-tools data loader.
+        n_mc_samples
+            Importance samples ``S`` per cell.
+        return_mean
+            Return the mean over the cells instead of one value per cell.
+        n_mc_samples_per_pass
+            Samples drawn per forward pass (memory: ``n_cells x samples x genes``).
+
+        Returns
+        -------
+        Tensor of shape ``(n_cells,)``, or its mean.
+        """
+        labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
+        x = tensors[REGISTRY_KEYS.X_KEY]
+        per_pass = max(1, min(int(n_mc_samples_per_pass), int(n_mc_samples)))
+        chunks, left = [], int(n_mc_samples)
+        while left > 0:
+            s = min(per_pass, left)
+            left -= s
+            inf = self.inference(**self._get_inference_input(tensors), n_samples=s)
+            if s == 1:  # one sample comes without a sample axis
+                inf = {**inf, Z_KEY: inf[Z_KEY][None], LIBRARY_KEY: inf[LIBRARY_KEY][None]}
+            gen = self.generative(**self._get_generative_input(tensors, inf))
+            z = inf[Z_KEY]
+            log_w = gen[PX_KEY].log_prob(x).sum(-1)
+            log_w = log_w + self.prior_layer.log_prob(z, labels) - self.posterior_log_prob(inf, z)
+            if not self.use_observed_lib_size:
+                batch_index = tensors[REGISTRY_KEYS.BATCH_KEY]
+                means, variances = self._compute_local_library_params(batch_index)
+                lib = inf[LIBRARY_KEY]
+                log_w = log_w + Normal(means, variances.sqrt()).log_prob(lib).sum(-1)
+                log_w = log_w - inf[QL_KEY].log_prob(lib).sum(-1)
+            chunks.append(log_w)
+        log_px = log_mean_exp(torch.cat(chunks, dim=0), dim=0)
+        return log_px.mean() if return_mean else log_px

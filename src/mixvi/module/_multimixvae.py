@@ -8,14 +8,14 @@ import torch
 import torch.nn.functional as F
 from scvi import REGISTRY_KEYS
 from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
-from scvi.module._constants import MODULE_KEYS
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from scvi.nn import DecoderSCVI, Encoder, FCLayers
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from mixvi.module._mixvae import known_components
-from mixvi.priors import LatentPrior, MixturePrior, PriorName, StandardNormalPrior, make_prior
+from mixvi.module._mixvae import KL_Z_KEY, LIBRARY_KEY, QZ_KEY, Z_KEY
+from mixvi.module._prior_layer import PriorLayer, log_mean_exp
+from mixvi.priors import LatentPrior, PriorName
 
 ATAC_X_KEY = REGISTRY_KEYS.ATAC_X_KEY
 
@@ -143,19 +143,10 @@ class MultiMixVAE(BaseModuleClass):
         if not 0.0 < cross_peak_fraction <= 1.0:
             raise ValueError(f"cross_peak_fraction must be in (0, 1], got {cross_peak_fraction}.")
         self.cross_peak_fraction = cross_peak_fraction
-        self.prior: LatentPrior = make_prior(prior, n_latent, n_components, **(prior_kwargs or {}))
-        self.is_mixture = isinstance(self.prior, MixturePrior)
-        if n_label_components and not self.is_mixture:
-            raise ValueError("A label prior needs a mixture prior (prior='gmm' or 'hierarchical').")
-        n_assignable = getattr(self.prior, "n_leaves", self.prior.n_components)
-        if n_label_components > n_assignable:
-            raise ValueError(
-                f"{n_label_components} known labels need at least as many mixture components "
-                f"(got {n_assignable}); raise n_components."
-            )
-        self.n_label_components = n_label_components
-        self.standard_normal = StandardNormalPrior(n_latent)
-        self.register_buffer("prior_initialized", torch.tensor(not (pretrain_normal and self.is_mixture)))
+        self.prior_layer = PriorLayer(
+            n_latent, prior, n_components, "gaussian", n_label_components, pretrain_normal,
+            prior_kwargs,
+        )
 
         cat_list = [n_batch] if n_batch > 1 else None
         enc_cats = cat_list if encode_covariates else None
@@ -175,12 +166,17 @@ class MultiMixVAE(BaseModuleClass):
         )
         self.atac_output = nn.Linear(n_hidden, n_peaks)
 
-    # -- helpers -----------------------------------------------------------------------------
-    def _components(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        if not self.n_label_components:
-            return None
-        return known_components(tensors[REGISTRY_KEYS.LABELS_KEY], self.n_label_components)
+    @property
+    def prior(self) -> LatentPrior:
+        """The shared prior module (:attr:`prior_layer.prior`)."""
+        return self.prior_layer.prior
 
+    @property
+    def is_mixture(self) -> bool:
+        """Whether the shared prior is a mixture."""
+        return self.prior_layer.is_mixture
+
+    # -- helpers -----------------------------------------------------------------------------
     def _cats(self, batch_index: torch.Tensor) -> tuple:
         return (batch_index,) if self.n_batch > 1 else ()
 
@@ -289,8 +285,8 @@ class MultiMixVAE(BaseModuleClass):
         shape = (n_samples,) if n_samples > 1 else ()
         library = torch.log(x_rna.sum(1, keepdim=True).clamp(min=1.0))
         return {
-            MODULE_KEYS.QZ_KEY: qz,
-            MODULE_KEYS.Z_KEY: qz.rsample(shape),
+            QZ_KEY: qz,
+            Z_KEY: qz.rsample(shape),
             "qz_rna": qz_rna,
             "qz_atac": qz_atac,
             "z_rna": qz_rna.rsample(shape),
@@ -299,11 +295,11 @@ class MultiMixVAE(BaseModuleClass):
             "factor_atac": fac_atac,
             "has_rna": has_rna,
             "has_atac": has_atac,
-            MODULE_KEYS.LIBRARY_KEY: library,
+            LIBRARY_KEY: library,
         }
 
     def _get_generative_input(self, tensors: dict, inference_outputs: dict) -> dict:
-        keys = ("z_rna", "z_atac", "factor_rna", "factor_atac", MODULE_KEYS.LIBRARY_KEY)
+        keys = ("z_rna", "z_atac", "factor_rna", "factor_atac", LIBRARY_KEY)
         out = {k: inference_outputs[k] for k in keys}
         out["batch_index"] = tensors[REGISTRY_KEYS.BATCH_KEY]
         return out
@@ -382,13 +378,10 @@ class MultiMixVAE(BaseModuleClass):
             "rna_from_atac": self.cross_weight * rna_nll[n:] * paired,
             "atac_from_rna": self.cross_weight * atac_cross * paired,
         }
-        component = self._components(tensors)
+        labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
         qz_r, qz_a = inf["qz_rna"], inf["qz_atac"]
-        if self.prior_initialized:
-            kl_r = self.prior.kl(qz_r, inf["z_rna"], component)
-            kl_a = self.prior.kl(qz_a, inf["z_atac"], component)
-        else:
-            kl_r, kl_a = self.standard_normal.kl(qz_r), self.standard_normal.kl(qz_a)
+        kl_r = self.prior_layer.kl(qz_r, inf["z_rna"], labels)
+        kl_a = self.prior_layer.kl(qz_a, inf["z_atac"], labels)
         kl_z = kl_r * m_r + kl_a * m_a
         align = symmetric_kl(qz_r, qz_a) * paired
         total_rec = sum(rec.values())
@@ -396,20 +389,85 @@ class MultiMixVAE(BaseModuleClass):
         extra = {f"reconstruction_{k}": v.mean().detach() for k, v in rec.items()}
         extra["alignment_symkl"] = (align.sum() / paired.sum().clamp(min=1)).detach()
         if self.is_mixture:
-            extra["mixture_entropy"] = self.prior.mixture_entropy().detach()
+            extra["mixture_entropy"] = self.prior_layer.mixture_entropy().detach()
         return LossOutput(
             loss=loss,
             reconstruction_loss=rec,
-            kl_local={MODULE_KEYS.KL_Z_KEY: kl_z},
+            kl_local={KL_Z_KEY: kl_z},
             extra_metrics=extra,
         )
 
     # -- assignments -------------------------------------------------------------------------
     @torch.inference_mode()
     def cluster_probabilities(self, inference_outputs: dict) -> torch.Tensor:
-        """Prior responsibilities at the joint posterior, shape ``(n_cells, K)``."""
-        qz = inference_outputs[MODULE_KEYS.QZ_KEY]
-        return self.prior.responsibilities(qz.loc, qz.scale)
+        """Prior responsibilities at the joint posterior (its uncertainty integrated out),
+        shape ``(n_cells, K)``."""
+        qz = inference_outputs[QZ_KEY]
+        return self.prior_layer.responsibilities(qz.loc, qz.scale)
+
+    # -- marginal likelihood -----------------------------------------------------------------
+    @torch.inference_mode()
+    def marginal_ll(
+        self,
+        tensors: dict[str, torch.Tensor],
+        n_mc_samples: int,
+        return_mean: bool = False,
+        n_mc_samples_per_pass: int = 1,
+        modality: Literal["joint", "rna", "atac"] = "joint",
+    ) -> torch.Tensor | float:
+        """Importance-sampled log-likelihood under the shared prior, per cell.
+
+        ``"joint"``: ``log p(x, y)`` of a paired cell with one latent generating both
+        modalities (proposal: the joint posterior, decoded by both decoders; the ATAC factor
+        from the ATAC encoder, like the observed library size). ``"rna"``: ``log p(x)`` with
+        ``q(z|x)``; ``"atac"``: ``log p(y)`` with ``q(z|y)``. ``p(z)`` is the prior of the loss
+        (:meth:`PriorLayer.log_prob`). Cells without the scored modality get their
+        available modality's term only (``"joint"``) or a meaningless value.
+
+        Parameters
+        ----------
+        tensors
+            One minibatch.
+        n_mc_samples
+            Importance samples per cell.
+        return_mean
+            Return the mean over cells.
+        n_mc_samples_per_pass
+            Samples drawn per pass.
+        modality
+            Which likelihood, see above.
+
+        Returns
+        -------
+        Tensor of shape ``(n_cells,)``, or its mean.
+        """
+        if modality not in ("joint", "rna", "atac"):
+            raise ValueError(f"modality must be 'joint', 'rna' or 'atac', got {modality!r}.")
+        x, y = tensors[REGISTRY_KEYS.X_KEY], tensors[ATAC_X_KEY]
+        batch_index = tensors[REGISTRY_KEYS.BATCH_KEY]
+        labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
+        inf = self.inference(**self._get_inference_input(tensors))
+        qz = inf[{"joint": QZ_KEY, "rna": "qz_rna", "atac": "qz_atac"}[modality]]
+        use_rna = inf["has_rna"] if modality != "atac" else torch.zeros_like(inf["has_rna"])
+        use_atac = inf["has_atac"] if modality != "rna" else torch.zeros_like(inf["has_atac"])
+        # the ATAC loss leaves out the Poisson constant log(y!); the likelihood needs it
+        atac_const = torch.lgamma(y + 1).sum(-1) if self.atac_likelihood == "poisson" else 0.0
+        per_pass = max(1, min(int(n_mc_samples_per_pass), int(n_mc_samples)))
+        chunks, left = [], int(n_mc_samples)
+        while left > 0:
+            s = min(per_pass, left)
+            left -= s
+            z = qz.sample((s,))  # (s, n, d)
+            log_w = self.prior_layer.log_prob(z, labels) - qz.log_prob(z).sum(-1)
+            for k in range(s):
+                _, px = self.decode_rna(z[k], batch_index, inf[LIBRARY_KEY])
+                rna_ll = px.log_prob(x).sum(-1)
+                atac_out = self.decode_atac(z[k], batch_index, inf["factor_atac"])
+                atac_ll = -self._atac_nll(atac_out, y) - atac_const
+                log_w[k] = log_w[k] + use_rna * rna_ll + use_atac * atac_ll
+            chunks.append(log_w)
+        log_px = log_mean_exp(torch.cat(chunks, dim=0), dim=0)
+        return log_px.mean() if return_mean else log_px
 
 
 __all__ = ["MultiMixVAE", "symmetric_kl"]

@@ -5,6 +5,9 @@
 * ``"normal"`` -- :class:`StandardNormalPrior`, closed-form KL.
 * ``"gmm"`` -- :class:`GaussianMixturePrior`, Monte-Carlo KL with a log-sum-exp.
 * ``"hierarchical"`` -- :class:`HierarchicalGaussianMixturePrior`, tree of components.
+
+Mixture densities are :class:`torch.distributions.MixtureSameFamily` objects
+(:meth:`MixturePrior.distribution`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from typing import Literal
 
 from ._base import LatentPrior, gaussian_entropy, kl_diag_gaussians
+from ._fit import initialize_from_latent, kmeans_assignments, moment_match
 from ._gmm import GaussianMixturePrior, MixturePrior
 from ._hierarchical import HierarchicalGaussianMixturePrior, balanced_tree, node_depths
 from ._normal import StandardNormalPrior
@@ -39,7 +43,11 @@ def make_prior(
         has ``2 n_components - 1`` components); ignored by ``"normal"``.
     **kwargs
         Passed to the prior's constructor (e.g. ``learn_scales``, ``n_kl_samples``,
-        ``kl_estimator``).
+        ``kl_estimator``); ignored by ``"normal"``.
+
+    Returns
+    -------
+    The prior module.
     """
     if prior == "normal":
         return StandardNormalPrior(n_latent)
@@ -60,6 +68,10 @@ __all__ = [
     "node_depths",
     "gaussian_entropy",
     "kl_diag_gaussians",
+    "initialize_from_latent",
+    "kmeans_assignments",
+    "moment_match",
     "make_prior",
     "PRIORS",
+    "PriorName",
 ]

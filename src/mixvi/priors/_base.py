@@ -43,8 +43,9 @@ def kl_diag_gaussians(
 class LatentPrior(nn.Module, ABC):
     """A prior ``p(z)`` over the ``n_latent``-dimensional latent space.
 
-    Subclasses give the KL term of the ELBO and, for mixtures, the component
-    responsibilities that serve as cluster assignments.
+    Subclasses give the KL term of the ELBO, the log density (for the marginal
+    likelihood) and, for mixtures, the component responsibilities that serve as
+    cluster assignments.
 
     Parameters
     ----------
@@ -57,6 +58,8 @@ class LatentPrior(nn.Module, ABC):
 
     def __init__(self, n_latent: int):
         super().__init__()
+        if isinstance(n_latent, bool) or not isinstance(n_latent, int) or n_latent < 1:
+            raise ValueError(f"n_latent must be a positive integer, got {n_latent!r}.")
         self.n_latent = n_latent
 
     @abstractmethod
@@ -86,8 +89,12 @@ class LatentPrior(nn.Module, ABC):
         """
 
     @abstractmethod
-    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """Log density ``log p(z)``, shape ``z.shape[:-1]``."""
+    def log_prob(self, z: torch.Tensor, component: torch.Tensor | None = None) -> torch.Tensor:
+        """Log density ``log p(z)``, shape ``z.shape[:-1]``.
+
+        With ``component`` (shape ``(n_cells,)``, ``-1`` = unknown), a labelled cell's
+        density is the joint ``log pi_c + log N(z; m_c, s_c^2)`` of its own component.
+        """
 
     def responsibilities(self, qz_loc: torch.Tensor, qz_scale: torch.Tensor | None = None):
         """Posterior component probabilities, shape ``(n_cells, n_components)``."""

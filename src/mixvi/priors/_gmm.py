@@ -1,4 +1,4 @@
-"""Trainable Gaussian-mixture prior and the mixture-prior machinery shared with the tree prior."""
+"""Trainable Gaussian-mixture prior and the mixture machinery shared with the tree prior."""
 
 from __future__ import annotations
 
@@ -8,27 +8,41 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
-from torch.distributions import Normal
+from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
 from ._base import LOG_2PI, LatentPrior, gaussian_entropy, kl_diag_gaussians
 
 KLEstimator = Literal["mc", "analytic"]
 MIN_SCALE = 1e-3
+# Logit of a switched-off component: finite (exp underflows to exactly 0 in float32), so
+# ``q * (log q - log pi)`` stays 0 instead of 0 * inf = NaN in the forward and backward pass.
+OFF_LOGIT = -1e4
+
+
+def inverse_softplus(x: np.ndarray | float) -> np.ndarray:
+    """``log(exp(x) - 1)``, the raw parameter whose softplus is ``x`` (``x > 0``)."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(x > 20, x, np.log(np.expm1(np.minimum(x, 20))))
 
 
 class MixturePrior(LatentPrior):
     """Base class for ``p(z) = sum_k pi_k N(m_k, diag s_k^2)``.
 
-    Subclasses only say how the weights, means and scales are parametrised
-    (:meth:`component_params`); the KL estimators, responsibilities and the
-    data-driven initialisation live here.
+    The density is a :class:`torch.distributions.MixtureSameFamily` of diagonal
+    Gaussians. Subclasses only say how the weights, means and scales are parametrised
+    (:meth:`_raw_params`) and how fitted values are written back
+    (:meth:`set_components`); the KL estimators and responsibilities live here.
+
+    Components can be switched off (buffer ``active``; pruning, merging, a number of
+    clusters chosen from the data): an inactive component has weight exactly 0 and
+    takes no cells, while the parameter shapes, and so the optimiser, stay as they are.
 
     Parameters
     ----------
     n_latent
         Dimensionality of the latent space.
     n_components
-        Number of mixture components ``K``.
+        Number of mixture components ``K`` (the capacity; see ``active``).
     n_kl_samples
         Number of reparametrised posterior samples in the Monte-Carlo estimate of
         ``E_q[log p(z)]``.
@@ -47,21 +61,63 @@ class MixturePrior(LatentPrior):
         kl_estimator: KLEstimator = "mc",
     ):
         super().__init__(n_latent)
-        if n_components < 1:
-            raise ValueError(f"n_components must be >= 1, got {n_components}.")
-        if n_kl_samples < 1:
-            raise ValueError(f"n_kl_samples must be >= 1, got {n_kl_samples}.")
+        if isinstance(n_components, bool) or not isinstance(n_components, int) or n_components < 1:
+            raise ValueError(f"n_components must be a positive integer, got {n_components!r}.")
+        if isinstance(n_kl_samples, bool) or not isinstance(n_kl_samples, int) or n_kl_samples < 1:
+            raise ValueError(f"n_kl_samples must be a positive integer, got {n_kl_samples!r}.")
         if kl_estimator not in ("mc", "analytic"):
             raise ValueError(f"kl_estimator must be 'mc' or 'analytic', got {kl_estimator!r}.")
         self.n_components = n_components
         self.n_kl_samples = n_kl_samples
         self.kl_estimator = kl_estimator
+        self.register_buffer("active", torch.ones(n_components, dtype=torch.bool))
 
     @abstractmethod
-    def component_params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(log_weights (K,), means (K, d), scales (K, d))`` of the mixture."""
+    def _raw_params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Unnormalised ``(logits (K,), means (K, d), scales (K, d))``."""
+
+    @abstractmethod
+    def set_components(
+        self, means: np.ndarray, stds: np.ndarray, weights: np.ndarray, active: np.ndarray
+    ) -> None:
+        """Write fitted component parameters (k-means or EM results) into the prior.
+
+        Parameters
+        ----------
+        means, stds
+            Shape ``(n_free, n_latent)``: the free components (all components for the
+            GMM, the leaves for the tree prior).
+        weights
+            Shape ``(n_free,)``, the fraction of cells of each free component.
+        active
+            Boolean, shape ``(n_free,)``: components to keep in use.
+        """
+
+    def n_free_components(self) -> int:
+        """Number of components with free means (the leaves of a tree prior)."""
+        return self.n_components
+
+    @property
+    def n_active(self) -> int:
+        """Number of components in use."""
+        return int(self.active.sum())
 
     # -- densities ---------------------------------------------------------------------------
+    def component_params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(log_weights (K,), means (K, d), scales (K, d))``; switched-off components get
+        log weight ``OFF_LOGIT`` (weight exactly 0 in float32)."""
+        logits, means, scales = self._raw_params()
+        logits = torch.where(self.active, logits, torch.full_like(logits, OFF_LOGIT))
+        return torch.log_softmax(logits, dim=-1), means, scales
+
+    def distribution(self) -> MixtureSameFamily:
+        """The prior as a :class:`~torch.distributions.MixtureSameFamily` over ``R^d``."""
+        log_w, means, scales = self.component_params()
+        components = Independent(Normal(means, scales, validate_args=False), 1)
+        return MixtureSameFamily(
+            Categorical(logits=log_w, validate_args=False), components, validate_args=False
+        )
+
     def component_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """``log pi_k + log N(z; m_k, s_k^2)`` for every component.
 
@@ -74,14 +130,20 @@ class MixturePrior(LatentPrior):
         -------
         Tensor of shape ``(..., K)``.
         """
-        log_w, means, scales = self.component_params()
-        diff = (z.unsqueeze(-2) - means) / scales  # (..., K, d)
-        log_n = -0.5 * (diff.pow(2) + LOG_2PI).sum(-1) - torch.log(scales).sum(-1)
-        return log_w + log_n
+        dist = self.distribution()
+        log_w = dist.mixture_distribution.logits
+        return dist.component_distribution.log_prob(z.unsqueeze(-2)) + log_w
 
-    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """``log p(z)`` via log-sum-exp over components, shape ``z.shape[:-1]``."""
-        return torch.logsumexp(self.component_log_prob(z), dim=-1)
+    def log_prob(self, z: torch.Tensor, component: torch.Tensor | None = None) -> torch.Tensor:
+        """``log p(z)``, shape ``z.shape[:-1]``; a cell with a known ``component`` (``>= 0``)
+        gets ``log pi_c + log N(z; m_c, s_c^2)`` (its joint with the label)."""
+        lp = self.distribution().log_prob(z)
+        if component is None:
+            return lp
+        per_comp = self.component_log_prob(z)
+        idx = component.clamp(min=0).long().expand(per_comp.shape[:-1]).unsqueeze(-1)
+        own = per_comp.gather(-1, idx).squeeze(-1)
+        return torch.where(component >= 0, own, lp)
 
     def expected_component_log_prob(self, qz_loc: torch.Tensor, qz_scale: torch.Tensor):
         """``log pi_k + E_q[log N(z; m_k, s_k^2)]`` in closed form, shape ``(n_cells, K)``."""
@@ -100,8 +162,9 @@ class MixturePrior(LatentPrior):
         """KL(q(z|x) || p(z)) per cell, shape ``(n_cells,)``.
 
         ``-H(q)`` is closed form; ``E_q[log p(z)]`` is estimated as configured by
-        ``kl_estimator``. Cells with a known ``component`` (``>= 0``) use the single
-        component ``N(m_k', s_k'^2)`` as their prior, with the closed-form KL.
+        ``kl_estimator``. A cell with a known ``component`` (``>= 0``) has the joint prior
+        ``pi_c N(m_c, s_c^2)``: its term is ``KL(q || N(m_c, s_c^2)) - log pi_c`` (closed
+        form), so the weights also learn from labelled cells.
         """
         neg_entropy = -gaussian_entropy(qz)
         if self.kl_estimator == "analytic":
@@ -118,14 +181,15 @@ class MixturePrior(LatentPrior):
         return kl
 
     def kl_to_component(self, qz: Normal, component: torch.Tensor) -> torch.Tensor:
-        """Closed-form KL(q(z|x) || N(m_c, s_c^2)) for each cell's component ``c``.
+        """``KL(q(z|x) || N(m_c, s_c^2)) - log pi_c`` for each cell's component ``c``.
 
-        ``component`` has shape ``(n_cells,)``; negative entries are clamped to 0 and
-        must be masked out by the caller.
+        This is the KL of ``q(z|x) delta_c`` to the joint prior ``pi_c N(m_c, s_c^2)``.
+        ``component`` has shape ``(n_cells,)``; negative entries are clamped to 0 and must
+        be masked out by the caller.
         """
-        _, means, scales = self.component_params()
+        log_w, means, scales = self.component_params()
         idx = component.clamp(min=0).long()
-        return kl_diag_gaussians(qz.loc, qz.scale, means[idx], scales[idx])
+        return kl_diag_gaussians(qz.loc, qz.scale, means[idx], scales[idx]) - log_w[idx]
 
     def kl_mixture_posterior(
         self,
@@ -142,126 +206,74 @@ class MixturePrior(LatentPrior):
         Parameters
         ----------
         qc_logits
-            Logits of q(c|x), shape ``(n_cells, K)``.
+            Logits of q(c|x), shape ``(n_cells, K)`` (switched-off components are masked).
         qz_loc, qz_scale
             Per-component posterior parameters, shape ``(n_cells, K, n_latent)``.
         component
-            Known component per cell (``-1`` unknown), shape ``(n_cells,)``; a known
-            cell's prior is its component alone, so only that component's Gaussian KL counts.
+            Known component per cell (``-1`` unknown), shape ``(n_cells,)``. For a known
+            cell q(c|x) is the point mass on its label, so the terms are ``-log pi_c`` and
+            that component's Gaussian KL.
 
         Returns
         -------
         ``(kl_c, kl_z)``, each of shape ``(n_cells,)``.
         """
         log_w, means, scales = self.component_params()
-        log_qc = torch.log_softmax(qc_logits, dim=-1)
+        log_qc = self.posterior_log_probs(qc_logits)
         qc = log_qc.exp()
         kl_c = (qc * (log_qc - log_w)).sum(-1)
         kl_z_per_c = kl_diag_gaussians(qz_loc, qz_scale, means, scales)  # (n, K)
         kl_z = (qc * kl_z_per_c).sum(-1)
         if component is not None:
             known = component >= 0
-            own = kl_z_per_c.gather(1, component.clamp(min=0).long().unsqueeze(1)).squeeze(1)
-            kl_z = torch.where(known, own, kl_z)
-            kl_c = torch.where(known, torch.zeros_like(kl_c), kl_c)
+            idx = component.clamp(min=0).long().unsqueeze(1)
+            kl_z = torch.where(known, kl_z_per_c.gather(1, idx).squeeze(1), kl_z)
+            kl_c = torch.where(known, -log_w.gather(0, idx.squeeze(1)), kl_c)
         return kl_c, kl_z
+
+    def posterior_log_probs(self, qc_logits: torch.Tensor) -> torch.Tensor:
+        """``log q(c|x)`` with switched-off components masked out, shape ``(n, K)``."""
+        masked = torch.where(self.active, qc_logits, torch.full_like(qc_logits, OFF_LOGIT))
+        return torch.log_softmax(masked, dim=-1)
 
     # -- assignments -------------------------------------------------------------------------
     def responsibilities(
         self, qz_loc: torch.Tensor, qz_scale: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Cluster probabilities ``r_k(x) propto pi_k N(mu(x); m_k, s_k^2)``, shape ``(n, K)``."""
-        return torch.softmax(self.component_log_prob(qz_loc), dim=-1)
+        """Cluster probabilities ``r_k(x) propto pi_k N(mu(x); m_k, s_k^2)``, shape ``(n, K)``.
 
-    def mixture_entropy(self) -> torch.Tensor:
-        """Entropy of the mixture weights (nats); ``log K`` when every component is used."""
-        log_w = self.component_params()[0]
-        return -(log_w.exp() * log_w).sum()
+        With ``qz_scale`` the posterior's own uncertainty is integrated out:
+        ``r_k propto pi_k int N(z; m_k, s_k^2) q(z|x) dz = pi_k N(mu; m_k, s_k^2 + sigma^2)``,
+        so a cell whose posterior straddles two components is not assigned with certainty.
+        """
+        if qz_scale is None:
+            return torch.softmax(self.component_log_prob(qz_loc), dim=-1)
+        log_w, means, scales = self.component_params()
+        var = scales.pow(2) + qz_scale.unsqueeze(-2).pow(2)  # (n, K, d)
+        diff2 = (qz_loc.unsqueeze(-2) - means).pow(2)
+        log_n = -0.5 * (diff2 / var + torch.log(var) + LOG_2PI).sum(-1)
+        return torch.softmax(log_w + log_n, dim=-1)
 
-    # -- initialisation ----------------------------------------------------------------------
-    @torch.no_grad()
     def initialize_from_latent(
         self,
         latent: np.ndarray,
         component: np.ndarray | None = None,
         seed: int = 0,
         latent_var: np.ndarray | None = None,
+        n_label_components: int = 0,
     ) -> np.ndarray:
-        """Place the components on clusters of an (early) latent.
+        """Place the components on k-means clusters of a latent; see
+        :func:`mixvi.priors.initialize_from_latent`."""
+        from ._fit import initialize_from_latent
 
-        An uninitialised mixture tends to collapse onto few components; starting from
-        k-means on the encoder's means avoids that (as scVAE / scMVP do). Components
-        tied to known labels start at the centroid of their labelled cells; the others
-        come from k-means on the unlabelled cells.
+        return initialize_from_latent(
+            self, latent, component, seed, latent_var, n_label_components
+        )
 
-        Parameters
-        ----------
-        latent
-            Posterior means, shape ``(n_cells, n_latent)``.
-        component
-            Known component of each cell (``-1`` unknown), shape ``(n_cells,)``.
-        seed
-            Seed of the k-means run.
-        latent_var
-            Posterior variances, shape ``(n_cells, n_latent)``. Component variances are
-            then moment-matched to the aggregated posterior of their cells (spread of
-            the means plus mean posterior variance), so the KL does not jump when the
-            mixture replaces N(0, I).
-
-        Returns
-        -------
-        The component each cell was assigned to, shape ``(n_cells,)``.
-        """
-        from sklearn.cluster import KMeans
-
-        n_comp = self._n_free_components()
-        assign = np.full(latent.shape[0], -1)
-        if component is not None:
-            known = component >= 0
-            assign[known] = component[known]
-        n_known = int(assign.max()) + 1 if (assign >= 0).any() else 0
-        n_rest = n_comp - n_known
-        # free components come from k-means on unlabelled cells (all cells if none is)
-        pool = assign < 0 if (assign < 0).sum() >= n_rest else np.ones_like(assign, dtype=bool)
-        members_of = {}
-        if n_rest > 0:
-            if pool.sum() < n_rest:
-                raise ValueError(
-                    f"Cannot initialise {n_comp} mixture components from {latent.shape[0]} "
-                    "cells; lower n_components."
-                )
-            km = KMeans(n_clusters=n_rest, n_init=4, random_state=seed).fit(latent[pool])
-            for j in range(n_rest):
-                members_of[n_known + j] = latent[pool][km.labels_ == j]
-            unlabelled = np.where(assign < 0)[0]
-            if len(unlabelled):
-                assign[unlabelled] = km.predict(latent[unlabelled]) + n_known
-        centers = np.zeros((n_comp, latent.shape[1]), dtype=np.float32)
-        stds = np.ones_like(centers)
-        pool_var = latent_var if latent_var is not None else np.zeros_like(latent)
-        for k in range(n_comp):
-            mask = assign == k
-            members, member_var = latent[mask], pool_var[mask]
-            if k in members_of and len(members) == 0:
-                members = members_of[k]
-            if len(members) == 0:  # a label with no cell: start at the overall mean
-                members, member_var = latent, pool_var
-            centers[k] = members.mean(0)
-            spread = members.var(0) if len(members) > 1 else latent.var(0)
-            extra = member_var.mean(0) if len(member_var) else 0.0
-            stds[k] = np.sqrt(spread + extra)
-        frac = np.bincount(assign[assign >= 0], minlength=n_comp) / max((assign >= 0).sum(), 1)
-        self._set_free_components(centers, np.clip(stds, 0.05, None), frac, latent)
-        return assign
-
-    def _n_free_components(self) -> int:
-        return self.n_components
-
-    @abstractmethod
-    def _set_free_components(
-        self, centers: np.ndarray, stds: np.ndarray, frac: np.ndarray, latent: np.ndarray
-    ) -> None:
-        """Write k-means results into the parameters."""
+    def mixture_entropy(self) -> torch.Tensor:
+        """Entropy of the mixture weights (nats); ``log K`` when every component is equally used."""
+        log_w = self.component_params()[0]
+        return -(log_w.exp() * log_w).sum()
 
 
 class GaussianMixturePrior(MixturePrior):
@@ -298,21 +310,28 @@ class GaussianMixturePrior(MixturePrior):
         kl_estimator: KLEstimator = "mc",
     ):
         super().__init__(n_latent, n_components, n_kl_samples, kl_estimator)
+        if not init_scale > 0:
+            raise ValueError(f"init_scale must be > 0, got {init_scale!r}.")
         self.means = nn.Parameter(torch.randn(n_components, n_latent) * mean_spread)
         self.raw_scales = nn.Parameter(
-            torch.full((n_components, n_latent), float(np.log(np.expm1(init_scale)))),
+            torch.full((n_components, n_latent), float(inverse_softplus(init_scale))),
             requires_grad=learn_scales,
         )
         self.logits = nn.Parameter(torch.zeros(n_components), requires_grad=learn_weights)
 
-    def component_params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(log_weights (K,), means (K, d), scales (K, d))``."""
+    def _raw_params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         scales = nn.functional.softplus(self.raw_scales) + MIN_SCALE
-        return torch.log_softmax(self.logits, dim=-1), self.means, scales
+        return self.logits, self.means, scales
 
-    def _set_free_components(self, centers, stds, frac, latent) -> None:
-        self.means.copy_(torch.as_tensor(centers))
+    @torch.no_grad()
+    def set_components(self, means, stds, weights, active) -> None:
+        """Write fitted parameters; scales only if trainable, weights only if trainable."""
+        dev = self.means.device
+        self.means.copy_(torch.as_tensor(means, dtype=torch.float32, device=dev))
         if self.raw_scales.requires_grad:
-            self.raw_scales.copy_(torch.as_tensor(np.log(np.expm1(stds))))
+            raw = inverse_softplus(np.clip(np.asarray(stds) - MIN_SCALE, 1e-4, None))
+            self.raw_scales.copy_(torch.as_tensor(raw, dtype=torch.float32, device=dev))
         if self.logits.requires_grad:
-            self.logits.copy_(torch.as_tensor(np.log(np.clip(frac, 1e-3, None))))
+            logits = np.log(np.clip(np.asarray(weights, dtype=np.float64), 1e-6, None))
+            self.logits.copy_(torch.as_tensor(logits, dtype=torch.float32, device=dev))
+        self.active.copy_(torch.as_tensor(np.asarray(active, dtype=bool), device=dev))

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._gmm import MIN_SCALE, KLEstimator, MixturePrior
+from ._gmm import MIN_SCALE, KLEstimator, MixturePrior, inverse_softplus
 
 
 def balanced_tree(n_leaves: int) -> np.ndarray:
@@ -36,11 +36,20 @@ def balanced_tree(n_leaves: int) -> np.ndarray:
 
 
 def node_depths(children: np.ndarray) -> np.ndarray:
-    """Depth of every node (root = 0), shape ``(2L - 1,)``."""
-    n_nodes = 2 * len(children) + 1
-    depth = np.zeros(n_nodes, dtype=np.int64)
+    """Depth of every node (root = 0), shape ``(2L - 1,)``; ``-1`` for nodes not in the tree.
+
+    ``children`` has one row per internal node slot; rows of ``-1`` are unused slots (a tree
+    over fewer leaves than the prior's capacity).
+    """
+    children = np.asarray(children)
     n_leaves = len(children) + 1
-    for j in range(len(children) - 1, -1, -1):  # parents before children
+    depth = np.full(2 * n_leaves - 1, -1, dtype=np.int64)
+    used = np.where(children[:, 0] >= 0)[0]
+    if len(used) == 0:
+        depth[0] = 0
+        return depth
+    depth[n_leaves + used[-1]] = 0
+    for j in used[::-1]:  # parents come after their children
         depth[children[j]] = depth[n_leaves + j] + 1
     return depth
 
@@ -59,7 +68,8 @@ class HierarchicalGaussianMixturePrior(MixturePrior):
     n_latent
         Dimensionality of the latent space.
     n_leaves
-        Number of leaves ``L``; the mixture has ``2L - 1`` components.
+        Number of leaves ``L`` (the capacity); the mixture has ``2L - 1`` components.
+        Leaves can be switched off, the tree then spans the active ones.
     learn_scales
         Train per-node scales; ``False`` (default) fixes every scale at 1 as in the design.
     learn_weights
@@ -80,23 +90,44 @@ class HierarchicalGaussianMixturePrior(MixturePrior):
         n_kl_samples: int = 1,
         kl_estimator: KLEstimator = "mc",
     ):
+        if isinstance(n_leaves, bool) or not isinstance(n_leaves, int) or n_leaves < 2:
+            raise ValueError(f"A tree prior needs at least 2 leaves, got {n_leaves!r}.")
         super().__init__(n_latent, 2 * n_leaves - 1, n_kl_samples, kl_estimator)
         self.n_leaves = n_leaves
         self.leaf_means = nn.Parameter(torch.randn(n_leaves, n_latent) * mean_spread)
         self.raw_scales = nn.Parameter(
-            torch.full((2 * n_leaves - 1, n_latent), float(np.log(np.expm1(1.0)))),
+            torch.full((2 * n_leaves - 1, n_latent), float(inverse_softplus(1.0))),
             requires_grad=learn_scales,
         )
         self.logits = nn.Parameter(torch.zeros(2 * n_leaves - 1), requires_grad=learn_weights)
         self.register_buffer("tree_children", torch.as_tensor(balanced_tree(n_leaves)))
+        self.register_buffer("node_from_leaves", torch.zeros(2 * n_leaves - 1, n_leaves))
+        self.set_tree(balanced_tree(n_leaves))
 
     # -- tree --------------------------------------------------------------------------------
     def set_tree(self, children: np.ndarray) -> None:
-        """Replace the tree; ``children`` as returned by :func:`balanced_tree`."""
-        children = np.asarray(children, dtype=np.int64)
-        if children.shape != (self.n_leaves - 1, 2):
-            raise ValueError(f"children must have shape {(self.n_leaves - 1, 2)}.")
-        self.tree_children.copy_(torch.as_tensor(children))
+        """Replace the tree; ``children`` as returned by :func:`balanced_tree`.
+
+        ``children`` may have fewer rows than ``n_leaves - 1`` (a tree over the active
+        leaves only); the remaining internal slots are switched off.
+        """
+        children = np.asarray(children, dtype=np.int64).reshape(-1, 2)
+        L = self.n_leaves
+        if len(children) > L - 1:
+            raise ValueError(f"children must have at most {L - 1} rows, got {len(children)}.")
+        full = np.full((L - 1, 2), -1, dtype=np.int64)
+        full[: len(children)] = children
+        # node means as fixed averages of leaf means: one matrix product, no Python loop
+        weights = np.zeros((2 * L - 1, L), dtype=np.float32)
+        weights[:L] = np.eye(L, dtype=np.float32)
+        for j, (a, b) in enumerate(children):
+            weights[L + j] = 0.5 * (weights[a] + weights[b])
+        depth = node_depths(full)
+        dev = self.tree_children.device
+        with torch.no_grad():
+            self.tree_children.copy_(torch.as_tensor(full, device=dev))
+            self.node_from_leaves.copy_(torch.as_tensor(weights, device=dev))
+            self.active.copy_(torch.as_tensor(depth >= 0, device=dev))
 
     @property
     def n_levels(self) -> int:
@@ -105,30 +136,31 @@ class HierarchicalGaussianMixturePrior(MixturePrior):
 
     @property
     def depths(self) -> np.ndarray:
-        """Depth of every node (root = 0), shape ``(2L - 1,)``."""
+        """Depth of every node (root = 0, ``-1`` if not in the tree), shape ``(2L - 1,)``."""
         return node_depths(self.tree_children.cpu().numpy())
 
     def node_means(self) -> torch.Tensor:
         """Means of all ``2L - 1`` nodes; internal ones derived from their children."""
-        means = list(self.leaf_means.unbind(0))
-        for a, b in self.tree_children.tolist():
-            means.append(0.5 * (means[a] + means[b]))
-        return torch.stack(means)
+        return self.node_from_leaves @ self.leaf_means
 
-    def component_params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(log_weights (2L-1,), node means (2L-1, d), scales (2L-1, d))``."""
+    def _raw_params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         scales = nn.functional.softplus(self.raw_scales) + MIN_SCALE
-        return torch.log_softmax(self.logits, dim=-1), self.node_means(), scales
+        return self.logits, self.node_means(), scales
+
+    def parents(self) -> np.ndarray:
+        """Parent of every node (``-1`` for the root and nodes not in the tree)."""
+        L = self.n_leaves
+        parent = np.full(2 * L - 1, -1)
+        for j, (a, b) in enumerate(self.tree_children.cpu().numpy()):
+            if a >= 0:
+                parent[a] = parent[b] = L + j
+        return parent
 
     def ancestor_at_depth(self, depth: int) -> np.ndarray:
         """For every node, its ancestor at ``depth`` (itself if shallower), shape ``(2L-1,)``."""
-        children = self.tree_children.cpu().numpy()
-        n_leaves = self.n_leaves
-        parent = np.full(2 * n_leaves - 1, -1)
-        for j, (a, b) in enumerate(children):
-            parent[a] = parent[b] = n_leaves + j
+        parent = self.parents()
         depths = self.depths
-        out = np.arange(2 * n_leaves - 1)
+        out = np.arange(2 * self.n_leaves - 1)
         for i in range(len(out)):
             while depths[out[i]] > depth:
                 out[i] = parent[out[i]]
@@ -155,7 +187,9 @@ class HierarchicalGaussianMixturePrior(MixturePrior):
         """
         anc = self.ancestor_at_depth(depth)
         depths = self.depths
-        keep = (depths >= depth) | (np.arange(len(depths)) < self.n_leaves)
+        in_tree = depths >= 0
+        is_leaf = np.arange(len(depths)) < self.n_leaves
+        keep = in_tree & ((depths >= depth) | is_leaf)
         nodes = np.unique(anc[keep])
         probs = np.zeros((resp.shape[0], len(nodes)), dtype=resp.dtype)
         for j, node in enumerate(nodes):
@@ -163,17 +197,59 @@ class HierarchicalGaussianMixturePrior(MixturePrior):
         probs /= np.clip(probs.sum(1, keepdims=True), 1e-12, None)
         return probs, nodes
 
-    # -- initialisation ----------------------------------------------------------------------
-    def _n_free_components(self) -> int:
+    # -- fitted values -----------------------------------------------------------------------
+    def n_free_components(self) -> int:
+        """The leaves carry the free means."""
         return self.n_leaves
 
-    def _set_free_components(self, centers, stds, frac, latent) -> None:
+    @torch.no_grad()
+    def set_components(self, means, stds, weights, active) -> None:
+        """Write fitted leaves, rebuild the tree over the active ones by Ward linkage.
+
+        Internal nodes keep their derived means; with ``learn_scales`` their scales are
+        moment-matched to the union of their leaves (so the KL does not jump), and the leaves
+        take the fitted scales.
+        """
         from scipy.cluster.hierarchy import linkage
 
-        self.leaf_means.copy_(torch.as_tensor(centers))
-        # Ward linkage on the leaf centres gives the tree: row j merges two nodes into L + j.
-        self.set_tree(linkage(centers, method="ward")[:, :2].astype(np.int64))
+        L = self.n_leaves
+        means = np.asarray(means, dtype=np.float64)
+        stds = np.asarray(stds, dtype=np.float64)
+        weights = np.asarray(weights, dtype=np.float64)
+        active = np.asarray(active, dtype=bool)
+        on = np.where(active)[0]
+        if len(on) < 2:
+            raise ValueError(f"A tree prior needs at least 2 active leaves, got {len(on)}.")
+        dev = self.leaf_means.device
+        self.leaf_means.copy_(torch.as_tensor(means, dtype=torch.float32, device=dev))
+        children = []
+        if len(on) > 1:
+            # Ward linkage on the active leaves: scipy's row j merges two nodes into m + j
+            merges = linkage(means[on], method="ward")[:, :2].astype(np.int64)
+            ids = np.concatenate([on, L + np.arange(len(on) - 1)])
+            children = ids[merges]
+        self.set_tree(np.asarray(children, dtype=np.int64).reshape(-1, 2))
+        node_w = np.zeros(2 * L - 1)
+        node_w[:L] = np.where(active, weights, 0.0)
+        node_var = np.ones((2 * L - 1, means.shape[1]))
+        node_var[:L] = stds**2
+        node_mean = self.node_from_leaves.cpu().numpy().astype(np.float64) @ means
+        for j, (a, b) in enumerate(children):
+            wa, wb = node_w[a], node_w[b]
+            tot = max(wa + wb, 1e-12)
+            node = L + j
+            node_w[node] = tot
+            node_var[node] = sum(
+                w / tot * (node_var[c] + (node_mean[c] - node_mean[node]) ** 2)
+                for c, w in ((a, wa), (b, wb))
+            )
+        if self.raw_scales.requires_grad:
+            raw = inverse_softplus(np.clip(np.sqrt(node_var) - MIN_SCALE, 1e-4, None))
+            self.raw_scales.copy_(torch.as_tensor(raw, dtype=torch.float32, device=dev))
         if self.logits.requires_grad:
-            leaf = np.log(np.clip(frac, 1e-3, None))
-            internal = np.full(self.n_leaves - 1, leaf.mean() - 1.0)
-            self.logits.copy_(torch.as_tensor(np.concatenate([leaf, internal]), dtype=torch.float32))
+            leaf = np.log(np.clip(weights, 1e-6, None))
+            # internal nodes start a little below the average leaf, so cells go to leaves first
+            internal = np.full(L - 1, leaf[active].mean() - 1.0 if active.any() else 0.0)
+            self.logits.copy_(
+                torch.as_tensor(np.concatenate([leaf, internal]), dtype=torch.float32, device=dev)
+            )

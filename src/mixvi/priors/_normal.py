@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from torch.distributions import Normal
+from torch.distributions import Independent, Normal
 
-from ._base import LOG_2PI, LatentPrior, kl_diag_gaussians
+from ._base import LatentPrior, kl_diag_gaussians
 
 
 class StandardNormalPrior(LatentPrior):
@@ -29,6 +29,11 @@ class StandardNormalPrior(LatentPrior):
         zero = torch.zeros_like(qz.loc)
         return kl_diag_gaussians(qz.loc, qz.scale, zero, torch.ones_like(zero))
 
-    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """``log N(z; 0, I)``, shape ``z.shape[:-1]``."""
-        return -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
+    def distribution(self, like: torch.Tensor) -> Independent:
+        """``N(0, I)`` on the device and dtype of ``like`` (shape ``(..., n_latent)``)."""
+        zero = torch.zeros(self.n_latent, device=like.device, dtype=like.dtype)
+        return Independent(Normal(zero, torch.ones_like(zero)), 1)
+
+    def log_prob(self, z: torch.Tensor, component: torch.Tensor | None = None) -> torch.Tensor:
+        """``log N(z; 0, I)``, shape ``z.shape[:-1]``; ``component`` is unused."""
+        return self.distribution(z).log_prob(z)

@@ -8,12 +8,9 @@ import warnings
 
 import numpy as np
 import torch
-from scvi import settings
-from scvi.module._constants import MODULE_KEYS
 from lightning.pytorch.callbacks import ModelCheckpoint
+from scvi import REGISTRY_KEYS, settings
 from scvi.train import SaveCheckpoint, TrainingPlan
-
-from mixvi.priors import MixturePrior
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -209,16 +206,13 @@ class MixTrainingPlan(TrainingPlan):
     # -- hooks -------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
         """Initialise the mixture when due and set this epoch's Gumbel temperature."""
-        if (
-            isinstance(getattr(self.module, "prior", None), MixturePrior)
-            and not bool(self.module.prior_initialized)
-            and self.current_epoch >= self.prior_init_epoch
-        ):
+        layer = self.module.prior_layer
+        if layer.is_mixture and not layer.initialized and self.current_epoch >= self.prior_init_epoch:
             self.initialize_prior()
-        if hasattr(self.module, "gumbel_temperature"):
+        if hasattr(self.module, "set_gumbel_temperature"):
             start, end = self.gumbel_temperature
             frac = min(self.current_epoch / self.n_epochs_gumbel_anneal, 1.0)
-            self.module.gumbel_temperature.fill_(start * math.exp(frac * math.log(end / start)))
+            self.module.set_gumbel_temperature(start * math.exp(frac * math.log(end / start)))
 
     def forward(self, *args, **kwargs):
         """Run the module and keep the last loss terms (for naming a non-finite one)."""
@@ -330,19 +324,18 @@ class MixTrainingPlan(TrainingPlan):
     @torch.no_grad()
     def initialize_prior(self) -> None:
         """Fit the mixture to posterior means of training cells (k-means), on every rank alike."""
-        module = self.module
+        layer = self.module.prior_layer
         latent, latent_var, components = self._collect_latent()
-        was_training = module.training
-        module.prior.initialize_from_latent(
-            latent, components, seed=settings.seed or 0, latent_var=latent_var
+        layer.prior.initialize_from_latent(
+            latent, components, seed=settings.seed or 0, latent_var=latent_var,
+            n_label_components=layer.n_label_components,
         )
-        module.prior_initialized.fill_(True)
-        module.train(was_training)
+        layer.mark_initialized()
         strategy = getattr(self.trainer, "strategy", None)
         if strategy is not None and getattr(self.trainer, "world_size", 1) > 1:
             # each rank saw other cells: take rank 0's mixture everywhere
-            state = strategy.broadcast({k: v.cpu() for k, v in module.prior.state_dict().items()})
-            module.prior.load_state_dict(state)
+            state = strategy.broadcast({k: v.cpu() for k, v in layer.prior.state_dict().items()})
+            layer.prior.load_state_dict(state)
 
     def _collect_latent(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         module = self.module
@@ -352,10 +345,11 @@ class MixTrainingPlan(TrainingPlan):
         for tensors in self.trainer.train_dataloader:
             tensors = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in tensors.items()}
             out = module.inference(**module._get_inference_input(tensors))
-            latents.append(out[MODULE_KEYS.QZ_KEY].loc.cpu().numpy())
-            variances.append(out[MODULE_KEYS.QZ_KEY].scale.pow(2).cpu().numpy())
-            if getattr(module, "n_label_components", 0):
-                comps.append(module._components(tensors).cpu().numpy())
+            latents.append(out["qz"].loc.cpu().numpy())
+            variances.append(out["qz"].scale.pow(2).cpu().numpy())
+            known = module.prior_layer.known_components(tensors.get(REGISTRY_KEYS.LABELS_KEY))
+            if known is not None:
+                comps.append(known.cpu().numpy())
             n += latents[-1].shape[0]
             if n >= self.n_prior_init_cells:
                 break

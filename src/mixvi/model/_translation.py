@@ -1,0 +1,238 @@
+"""Translation between modalities for MultiMixVI: RNA from ATAC, accessibility from RNA.
+
+One modality's AnnData is wrapped as a *mosaic* MuData (its counts, an all-zero matrix for
+the other modality, the batch where the registry expects it) and run through scvi-tools'
+set-up transfer and data loaders, like any other inference: a translated cell is a cell
+measured in one modality only.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
+
+from mixvi.data import check_obs_key, check_var_names, get_matrix, validate_counts
+from mixvi.module._multimixvae import ATAC_X_KEY
+
+LibrarySize = float | Sequence[float] | np.ndarray | Literal["observed"]
+
+
+def _field(model, registry_key: str):
+    return next(f for f in model.adata_manager.fields if f.registry_key == registry_key)
+
+
+class TranslationMixin:
+    """Cross-modal prediction for a model with ``encode``/``decode_rna``/``decode_atac``."""
+
+    # -- wrapping one modality -----------------------------------------------------------
+    def _batch_values(self, adata: AnnData, mdata=None) -> np.ndarray | None:
+        """Batch of each cell (``None`` when no batch is registered): from where the registry
+        keeps it in ``mdata`` when the cells came in a MuData, else from ``adata.obs``."""
+        key = self.registry_["setup_args"].get("batch_key")
+        if key is None:
+            return None
+        if mdata is not None:
+            field = _field(self, REGISTRY_KEYS.BATCH_KEY)
+            adata = mdata.mod[field.mod_key] if field.mod_key else mdata
+        mapping = [str(c) for c in
+                   self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping]
+        if key not in adata.obs and len(mapping) == 1:
+            return np.full(adata.n_obs, mapping[0], dtype=object)
+        check_obs_key(adata, key, role="batch_key")
+        values = adata.obs[key].astype(str).to_numpy()
+        unknown = sorted(set(values) - set(mapping))
+        if unknown:
+            raise ValueError(
+                f"Batch(es) {unknown[:5]} in adata.obs[{key!r}] were not seen in training "
+                f"(known: {mapping[:10]}); set them to a training batch to decode in its style."
+            )
+        return values.astype(object)
+
+    def _as_mosaic(self, adata, source: str):
+        """A MuData of ``adata`` (one modality, or that modality of a MuData) and an all-zero
+        other modality."""
+        import mudata as md
+
+        container = None
+        if hasattr(adata, "mod"):
+            container, adata = adata, adata.mod[self.modality_names[source]]
+        setup = self.registry_["setup_args"]
+        other = "atac" if source == "rna" else "rna"
+        names = {"rna": self.gene_names, "atac": self.peak_names}
+        check_var_names(names[source], adata, what="genes" if source == "rna" else "peaks")
+        layer = setup.get(f"{source}_layer")
+        read_from = layer if layer is None or layer in adata.layers else None  # .X fallback
+        validate_counts(adata, read_from, modality=source.upper())
+        counts = get_matrix(adata, read_from)
+        obs = pd.DataFrame(index=adata.obs_names.copy())
+
+        def modality(matrix, role):
+            var = pd.DataFrame(index=names[role].copy())
+            role_layer = setup.get(f"{role}_layer")
+            if role_layer is None:
+                return AnnData(X=matrix, obs=obs.copy(), var=var)
+            return AnnData(obs=obs.copy(), var=var, layers={role_layer: matrix})
+
+        zeros = sp.csr_matrix((adata.n_obs, len(names[other])), dtype=np.float32)
+        mods = {source: modality(counts, source), other: modality(zeros, other)}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mdata = md.MuData({self.modality_names[r]: a for r, a in mods.items()})
+        batch = self._batch_values(adata, container)
+        if batch is not None:
+            field = _field(self, REGISTRY_KEYS.BATCH_KEY)
+            target = mdata.mod[field.mod_key].obs if field.mod_key else mdata.obs
+            target[setup["batch_key"]] = pd.Categorical(batch)
+        labels_key = setup.get("labels_key")
+        if labels_key is not None:  # unknown labels: the model only encodes and decodes
+            field = _field(self, REGISTRY_KEYS.LABELS_KEY)
+            target = mdata.mod[field.mod_key].obs if field.mod_key else mdata.obs
+            target[labels_key] = pd.Categorical(
+                [setup.get("unlabeled_category", "Unknown")] * adata.n_obs
+            )
+        return mdata
+
+    # -- prediction ----------------------------------------------------------------------
+    @torch.inference_mode()
+    def _translate(
+        self, adata, source: str, batch_size: int | None, library_size=None
+    ) -> AnnData:
+        """Encode ``source`` alone, decode the other modality; one pass over the cells."""
+        if adata is None:
+            adata = self.adata
+        mosaic = self._as_mosaic(adata, source)
+        if hasattr(adata, "mod"):
+            adata = adata.mod[self.modality_names[source]]
+        observed_library = None
+        if isinstance(library_size, str):
+            if library_size != "observed":
+                raise ValueError(f"library_size must be a number, an array or 'observed', got {library_size!r}.")
+            observed_library = self._observed_library(adata)
+        mosaic = self._validate_anndata(mosaic)
+        module = self.module
+        module.eval()
+        outs, latents = [], []
+        for tensors in self._make_data_loader(adata=mosaic, batch_size=batch_size):
+            x = tensors[REGISTRY_KEYS.X_KEY if source == "rna" else ATAC_X_KEY].to(self.device)
+            b = tensors[REGISTRY_KEYS.BATCH_KEY].to(self.device)
+            qz, factor = module.encode(source, x, b)
+            if source == "atac":
+                scale, _ = module.decode_rna(qz.loc, b, torch.zeros((x.shape[0], 1), device=x.device))
+                outs.append(scale.cpu().numpy())
+            else:
+                outs.append(module.accessibility(module.decode_atac(qz.loc, b, factor)).cpu().numpy())
+            latents.append(qz.loc.cpu().numpy())
+        var_names = self.gene_names if source == "atac" else self.peak_names
+        values = np.concatenate(outs).astype(np.float32)
+        out = AnnData(obs=adata.obs.copy(), var=pd.DataFrame(index=var_names.copy()))
+        out.obsm[f"X_multimixvi_{source}"] = np.concatenate(latents)
+        if source == "atac":
+            out.X = values * np.float32(1e4)
+            lib = observed_library if observed_library is not None else library_size
+            lib = np.broadcast_to(np.asarray(1e4 if lib is None else lib, np.float32), (len(values),))
+            if (lib <= 0).any() or not np.isfinite(lib).all():
+                raise ValueError("library_size must be positive and finite for every cell.")
+            out.layers["counts_expected"] = values * lib[:, None]
+        else:
+            out.X = values
+        return out
+
+    def _observed_library(self, adata) -> np.ndarray:
+        """RNA totals of the cells of ``adata`` in the training data (paired cells)."""
+        rna = self.adata.mod[self.modality_names["rna"]]
+        missing = adata.obs_names.difference(rna.obs_names)
+        if len(missing):
+            raise ValueError(
+                f"library_size='observed' needs the cells' RNA counts, but {len(missing)} cells "
+                "are not in the training data; pass their library sizes as an array instead."
+            )
+        counts = get_matrix(rna, self.registry_["setup_args"].get("rna_layer"))
+        rows = rna.obs_names.get_indexer(adata.obs_names)
+        totals = np.asarray(counts[rows].sum(1)).ravel()
+        if (totals <= 0).any():
+            raise ValueError(
+                f"{int((totals <= 0).sum())} cells have no RNA counts (ATAC-only cells): their "
+                "observed library is unknown; pass library sizes as an array instead."
+            )
+        return totals.astype(np.float32)
+
+    def predict_rna_from_atac(
+        self,
+        atac: AnnData | None = None,
+        library_size: LibrarySize = 1e4,
+        batch_size: int | None = None,
+    ) -> AnnData:
+        """Expression predicted from ATAC alone (e.g. new ATAC-only cells).
+
+        Parameters
+        ----------
+        atac
+            AnnData of peaks (cells x the training peaks, same order) with raw counts in the
+            registered layer (or ``.X``) and ``obs[batch_key]`` if a batch was registered (the
+            RNA is decoded in that batch's style); or a MuData set up like the training data,
+            whose ATAC modality is used. ``None`` uses the training data.
+        library_size
+            Library of ``layers["counts_expected"]``: one number for all cells, one per cell
+            (array), or ``"observed"`` -- each cell's own RNA total in the training data
+            (paired cells), e.g. to compare predicted with observed counts.
+        batch_size
+            Cells per forward pass (default: scvi-tools' ``settings.batch_size``).
+
+        Returns
+        -------
+        AnnData ``(n_cells, n_genes)`` with ``.X`` the normalised expression (the decoder's
+        expected fractions x 1e4, comparable with ``sc.pp.normalize_total``; log1p it to
+        compare with a log-normalised ``.X``), ``layers["counts_expected"]`` the expected
+        counts at ``library_size``, ``.obs`` copied, ``.obsm["X_multimixvi_atac"]`` the
+        ATAC latent.
+        """
+        return self._translate(atac, "atac", batch_size, library_size)
+
+    def predict_atac_from_rna(
+        self, rna: AnnData | None = None, batch_size: int | None = None
+    ) -> AnnData:
+        """Accessibility predicted from RNA alone (e.g. new RNA-only cells).
+
+        Parameters
+        ----------
+        rna
+            AnnData of genes (cells x the training genes, same order), raw counts in the
+            registered layer (or ``.X``); or a MuData whose RNA modality is used; ``None``
+            uses the training data.
+        batch_size
+            Cells per forward pass.
+
+        Returns
+        -------
+        AnnData ``(n_cells, n_peaks)``: ``.X`` = P(peak open) (the Bernoulli probability,
+        or ``1 - exp(-rate)`` for the Poisson likelihood), ``.obs`` copied,
+        ``.obsm["X_multimixvi_rna"]`` the RNA latent.
+        """
+        return self._translate(rna, "rna", batch_size)
+
+    def translate(self, adata: AnnData, source: Literal["rna", "atac"], **kwargs) -> AnnData:
+        """Translate one modality into the other; see :meth:`predict_rna_from_atac` and
+        :meth:`predict_atac_from_rna`.
+
+        Parameters
+        ----------
+        adata
+            Cells of the ``source`` modality.
+        source
+            ``"rna"`` (predict accessibility) or ``"atac"`` (predict expression).
+        **kwargs
+            Passed to the predict method.
+        """
+        if source == "atac":
+            return self.predict_rna_from_atac(adata, **kwargs)
+        if source == "rna":
+            return self.predict_atac_from_rna(adata, **kwargs)
+        raise ValueError(f"source must be 'rna' or 'atac', got {source!r}.")
