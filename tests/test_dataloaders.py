@@ -48,7 +48,7 @@ def test_same_minibatches_as_scvi_loader(dense, monkeypatch):
     mixvi.MixVI.setup_anndata(adata, layer="counts", batch_key="batch", labels_key="cell_type")
     manager = mixvi.MixVI(adata, n_latent=2).adata_manager
     store = TensorStore(manager)
-    assert isinstance(store.tensors["X"], torch.Tensor) == dense
+    assert ("X" in store.tensors) == dense and "X" in store.sparse
     indices = np.random.default_rng(1).permutation(300)[:250]
     torch.manual_seed(3)
     ours = list(InMemoryDataLoader(store, indices=indices, batch_size=64, shuffle=True))
@@ -56,10 +56,12 @@ def test_same_minibatches_as_scvi_loader(dense, monkeypatch):
     theirs = list(AnnDataLoader(manager, indices=indices, batch_size=64, shuffle=True))
     assert len(ours) == len(theirs) == 4
     for a, b in zip(ours, theirs, strict=True):
-        assert a.keys() == b.keys()
-        for key in a:
+        assert a.keys() == set(b) | {"X_nonzero"}
+        for key in b:
             assert a[key].dtype == b[key].dtype, key
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+        # where the counts are, found without scanning the block
+        torch.testing.assert_close(a["X_nonzero"], torch.nonzero(b["X"]).t())
 
 
 class _ScviSplitMixVI(mixvi.MixVI):
@@ -97,3 +99,50 @@ def test_last_minibatch_of_one_cell_trains(n_cells, train_size):
         _ScviSplitMixVI.setup_anndata(adata, layer="counts", batch_key="batch")
         crashing = _ScviSplitMixVI(adata, n_latent=2, n_hidden=8, n_components=2)
         crashing.train(max_epochs=1, batch_size=128, train_size=train_size, **FAST_TRAIN)
+
+
+class _PerStepLoggingPlan(mixvi.train.MixTrainingPlan):
+    """scvi-tools' own training step (logs through Lightning at every step)."""
+
+    def training_step(self, batch, batch_idx):
+        return scvi.train.TrainingPlan.training_step(self, batch, batch_idx)
+
+    def on_train_epoch_end(self):
+        return None
+
+
+class _PerStepMixVI(mixvi.MixVI):
+    _training_plan_cls = _PerStepLoggingPlan
+
+
+def test_epoch_logging_records_what_per_step_logging_records():
+    """The plan accumulates on the device and logs once per epoch: same history values."""
+    histories = []
+    for cls in (mixvi.MixVI, _PerStepMixVI):
+        adata = make_counts(n_cells=300)
+        scvi.settings.seed = 0
+        cls.setup_anndata(adata, layer="counts", batch_key="batch")
+        model = cls(adata, n_latent=3, n_hidden=16, n_components=3)
+        model.train(max_epochs=3, prior_init_epoch=1, batch_size=50, **FAST_TRAIN)
+        histories.append(model.history)
+    ours, theirs = histories
+    for key in ("elbo_train", "reconstruction_loss_train", "kl_local_train", "train_loss",
+                "mixture_entropy_train"):
+        np.testing.assert_allclose(
+            ours[key].to_numpy(dtype=float), theirs[key].to_numpy(dtype=float), rtol=1e-5,
+            err_msg=key,
+        )
+
+
+def test_device_resident_store_gives_the_same_training():
+    """``datasplitter_kwargs={"device": ...}`` holds the store on that device (a GPU-resident
+    data path on a GPU); on the CPU it must train exactly as the default."""
+    latents = []
+    for kwargs in ({}, {"datasplitter_kwargs": {"device": "cpu"}}):
+        adata = make_counts(n_cells=200)
+        scvi.settings.seed = 0
+        mixvi.MixVI.setup_anndata(adata, layer="counts", batch_key="batch")
+        model = mixvi.MixVI(adata, n_latent=3, n_hidden=16, n_components=3)
+        model.train(max_epochs=3, prior_init_epoch=1, **FAST_TRAIN, **kwargs)
+        latents.append(model.get_latent_representation())
+    np.testing.assert_array_equal(latents[0], latents[1])

@@ -487,8 +487,8 @@ def test_training_and_inference_never_densify_a_large_matrix(densify_log, monkey
     assert not densify_log or max(densify_log) <= 64, sorted(set(densify_log))
     store = _store.TensorStore(model.adata_manager)
     counts = adata.layers["counts"]
-    assert isinstance(store.tensors["X"], _store.CSRRows)
-    assert store.tensors["X"].values.data_ptr() == counts.data.__array_interface__["data"][0]
+    assert "X" not in store.tensors and isinstance(store.sparse["X"], _store.CSRRows)
+    assert store.sparse["X"].values.data_ptr() == counts.data.__array_interface__["data"][0]
 
     mdata = mixvi.datasets.pbmc_multiome_tiny()[:300].copy()
     mixvi.MultiMixVI.setup_mudata(mdata, batch_key="batch")

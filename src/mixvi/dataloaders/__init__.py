@@ -15,9 +15,10 @@ from ._loader import (
     streaming_loader,
 )
 from ._splitter import MixDataSplitter
-from ._store import CSRRows, TensorStore, is_in_memory
+from ._store import NONZERO_SUFFIX, CSRRows, TensorStore, is_in_memory
 
 __all__ = [
+    "NONZERO_SUFFIX",
     "CSRRows",
     "InMemoryDataLoader",
     "MixDataSplitter",

@@ -139,10 +139,8 @@ class InMemoryDataLoader(DataLoader):
         indices = np.asarray(indices)
         if indices.dtype == bool:
             indices = np.where(indices)[0]
-        first = next(iter(store.tensors.values()))
-        device = first.device if hasattr(first, "device") else None
         self.indices = indices
-        dataset = _Positions(store, indices, device)
+        dataset = _Positions(store, indices, store.device)
         sampler = batch_sampler(
             dataset, batch_size, shuffle, drop_last, distributed_sampler, drop_dataset_tail
         )

@@ -20,6 +20,7 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
 from mixvi.data import check_obs_key, check_var_names, get_matrix, validate_counts
+from mixvi.dataloaders import NONZERO_SUFFIX
 from mixvi.module._multimixvae import ATAC_X_KEY
 
 LibrarySize = float | Sequence[float] | np.ndarray | Literal["observed"]
@@ -121,9 +122,11 @@ class TranslationMixin:
         module.eval()
         outs, latents = [], []
         for tensors in self._make_data_loader(adata=mosaic, batch_size=batch_size):
-            x = tensors[REGISTRY_KEYS.X_KEY if source == "rna" else ATAC_X_KEY].to(self.device)
+            key = REGISTRY_KEYS.X_KEY if source == "rna" else ATAC_X_KEY
+            x = tensors[key].to(self.device)
             b = tensors[REGISTRY_KEYS.BATCH_KEY].to(self.device)
-            qz, factor = module.encode(source, x, b)
+            nonzero = tensors.get(key + NONZERO_SUFFIX)
+            qz, factor = module.encode(source, x, b, None if nonzero is None else nonzero.to(x.device))
             if source == "atac":
                 scale, _ = module.decode_rna(qz.loc, b, torch.zeros((x.shape[0], 1), device=x.device))
                 outs.append(scale.cpu().numpy())

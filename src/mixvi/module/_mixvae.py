@@ -9,6 +9,8 @@ from scvi.module.base import LossOutput, auto_move_data
 from torch import nn
 from torch.distributions import Normal
 
+from mixvi.dataloaders import NONZERO_SUFFIX
+from mixvi.module._likelihood import count_log_likelihood
 from mixvi.module._prior_layer import PosteriorName, PriorLayer, log_mean_exp
 from mixvi.priors import LatentPrior, PriorName
 
@@ -262,7 +264,8 @@ class MixVAE(VAE):
         labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
         layer = self.prior_layer
         qz = inference_outputs[QZ_KEY]
-        reconst = -generative_outputs[PX_KEY].log_prob(x).sum(-1)
+        nonzero = tensors.get(REGISTRY_KEYS.X_KEY + NONZERO_SUFFIX)
+        reconst = -count_log_likelihood(generative_outputs[PX_KEY], x, nonzero)
         extra = {}
         classification = torch.zeros_like(reconst)
         if self.posterior == "mixture":

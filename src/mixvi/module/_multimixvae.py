@@ -13,6 +13,8 @@ from scvi.nn import DecoderSCVI, Encoder, FCLayers
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
+from mixvi.dataloaders import NONZERO_SUFFIX
+from mixvi.module._likelihood import count_log_likelihood
 from mixvi.module._mixvae import KL_Z_KEY, LIBRARY_KEY, QZ_KEY, Z_KEY
 from mixvi.module._prior_layer import PriorLayer, log_mean_exp
 from mixvi.priors import LatentPrior, PriorName
@@ -42,10 +44,28 @@ class SparseInputEncoder(nn.Module):
         self.mean_encoder = nn.Linear(n_hidden, n_output)
         self.var_encoder = nn.Linear(n_hidden, n_output)
         self.var_eps = 1e-4
+        self.transform = torch.log1p
 
-    def forward(self, x: torch.Tensor) -> tuple[Normal, torch.Tensor]:
-        h = torch.sparse.mm(x.to_sparse(), self.first.weight.t()) + self.first.bias
-        h = self.rest(self.post(h))
+    def forward(
+        self, x: torch.Tensor, nonzero: torch.Tensor | None = None
+    ) -> tuple[Normal, torch.Tensor]:
+        """``(q(z|x), h)`` for input ``x`` ``(n, n_input)``.
+
+        ``x`` holds raw values; ``transform`` (elementwise, ``transform(0) = 0``: binarise or
+        ``log1p``) is applied to the non-zero entries only. ``nonzero`` (``(2, nnz)`` row and
+        column indices of those entries) makes the first layer a sum of the weight columns of
+        those entries, without scanning ``x``; otherwise ``x`` is made sparse first.
+        """
+        if nonzero is None:
+            h = torch.sparse.mm(self.transform(x).to_sparse(), self.first.weight.t())
+        else:
+            rows, cols = nonzero[0], nonzero[1]
+            flat = rows * x.shape[1] + cols
+            values = self.transform(x.reshape(-1).index_select(0, flat)).unsqueeze(1)
+            columns = self.first.weight.t().index_select(0, cols) * values
+            h = torch.zeros(x.shape[0], columns.shape[1], dtype=columns.dtype, device=x.device)
+            h = h.index_add(0, rows, columns)
+        h = self.rest(self.post(h + self.first.bias))
         q_v = torch.exp(self.var_encoder(h)) + self.var_eps
         return Normal(self.mean_encoder(h), q_v.sqrt()), h
 
@@ -153,6 +173,8 @@ class MultiMixVAE(BaseModuleClass):
         common = {"n_layers": n_layers, "n_hidden": n_hidden, "dropout_rate": dropout_rate}
         self.rna_encoder = Encoder(n_genes, n_latent, n_cat_list=enc_cats, **common)
         self.atac_encoder = SparseInputEncoder(n_peaks, n_latent, n_hidden, n_layers, dropout_rate)
+        if atac_likelihood == "bernoulli":  # the encoder sees binarised peaks
+            self.atac_encoder.transform = self._binarize
         # per-cell ATAC factor (logit offset), from each modality's encoder trunk
         self.atac_factor_from_rna = nn.Linear(n_hidden, 1)
         self.atac_factor_from_atac = nn.Linear(n_hidden, 1)
@@ -180,12 +202,17 @@ class MultiMixVAE(BaseModuleClass):
     def _cats(self, batch_index: torch.Tensor) -> tuple:
         return (batch_index,) if self.n_batch > 1 else ()
 
-    def _atac_input(self, y: torch.Tensor) -> torch.Tensor:
-        return (y > 0).float() if self.atac_likelihood == "bernoulli" else torch.log1p(y)
+    @staticmethod
+    def _binarize(y: torch.Tensor) -> torch.Tensor:
+        return (y > 0).to(torch.float32)
 
     @auto_move_data
     def encode(
-        self, modality: Literal["rna", "atac"], x: torch.Tensor, batch_index: torch.Tensor
+        self,
+        modality: Literal["rna", "atac"],
+        x: torch.Tensor,
+        batch_index: torch.Tensor,
+        nonzero: torch.Tensor | None = None,
     ) -> tuple[Normal, torch.Tensor]:
         """Posterior of one modality and the ATAC factor predicted from it.
 
@@ -197,13 +224,15 @@ class MultiMixVAE(BaseModuleClass):
             Raw counts.
         batch_index
             Batch codes, ``(n, 1)``.
+        nonzero
+            Flat indices of the non-zero entries of ``x`` (ATAC only; optional).
 
         Returns
         -------
         ``(q(z|x), atac_factor)``: Normal with ``(n, n_latent)`` parameters, ``(n, 1)`` offset.
         """
         if modality == "atac":
-            qz, h = self.atac_encoder(self._atac_input(x))
+            qz, h = self.atac_encoder(x, nonzero)
             return qz, self.atac_factor_from_atac(h)
         enc = self.rna_encoder
         cats = self._cats(batch_index) if self.encode_covariates else ()
@@ -240,7 +269,8 @@ class MultiMixVAE(BaseModuleClass):
         h = self.atac_decoder(z, *self._cats(batch_index))
         if peaks is None:
             return self.atac_output(h) + factor
-        w, b = self.atac_output.weight[peaks], self.atac_output.bias[peaks]
+        w = self.atac_output.weight.index_select(0, peaks)
+        b = self.atac_output.bias.index_select(0, peaks)
         return F.linear(h, w, b) + factor
 
     def accessibility(self, out: torch.Tensor) -> torch.Tensor:
@@ -255,6 +285,7 @@ class MultiMixVAE(BaseModuleClass):
             "x_rna": tensors[REGISTRY_KEYS.X_KEY],
             "x_atac": tensors[ATAC_X_KEY],
             "batch_index": tensors[REGISTRY_KEYS.BATCH_KEY],
+            "atac_nonzero": tensors.get(ATAC_X_KEY + NONZERO_SUFFIX),
         }
 
     @auto_move_data
@@ -264,6 +295,7 @@ class MultiMixVAE(BaseModuleClass):
         x_atac: torch.Tensor,
         batch_index: torch.Tensor,
         n_samples: int = 1,
+        atac_nonzero: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | Normal]:
         """Both posteriors, samples, masks and the joint posterior.
 
@@ -275,7 +307,7 @@ class MultiMixVAE(BaseModuleClass):
         has_rna = (x_rna.sum(1) > 0).float()
         has_atac = (x_atac.sum(1) > 0).float()
         qz_rna, fac_rna = self.encode("rna", x_rna, batch_index)
-        qz_atac, fac_atac = self.encode("atac", x_atac, batch_index)
+        qz_atac, fac_atac = self.encode("atac", x_atac, batch_index, atac_nonzero)
         both = (has_rna * has_atac).unsqueeze(-1)
         w_rna = torch.where(both > 0, 0.5, has_rna.unsqueeze(-1))
         w_atac = 1.0 - w_rna
@@ -330,19 +362,42 @@ class MultiMixVAE(BaseModuleClass):
         atac_cross = self.decode_atac(z_rna, batch_index, factor_rna, peaks)
         return {"px": px, "atac_own": atac_own, "atac_cross": atac_cross, "cross_peaks": peaks}
 
-    def _atac_nll(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _atac_nll(
+        self, out: torch.Tensor, y: torch.Tensor | None, nonzero: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Per-cell ATAC negative log-likelihood, shape ``(n,)``.
 
-        Dense part (``softplus`` / ``exp`` of every entry) plus a gather over the few
-        non-zero entries of ``y`` -- much cheaper than ``binary_cross_entropy_with_logits``.
+        Dense part (``softplus`` / ``exp`` of every entry) plus the terms of the few non-zero
+        entries of ``y``, gathered at ``nonzero`` (``(2, nnz)`` row and column indices, from
+        the minibatch when the data loader provides them) -- much cheaper than
+        ``binary_cross_entropy_with_logits``. On an accelerator without ``nonzero`` the
+        product with ``y`` is taken densely (no host wait for the number of non-zeros).
         """
-        rows, cols = torch.nonzero(y, as_tuple=True)
-        at = out[rows, cols]
         if self.atac_likelihood == "bernoulli":
-            dense, pos = F.softplus(out).sum(-1), at
+            dense = F.softplus(out).sum(-1)
         else:  # Poisson, without the log(y!) constant
-            dense, pos = torch.exp(out).sum(-1), y[rows, cols] * at
-        return dense - torch.zeros_like(dense).index_add_(0, rows, pos)
+            dense = torch.exp(out).sum(-1)
+        if nonzero is None and y.device.type != "cpu":
+            weight = (y > 0).to(out.dtype) if self.atac_likelihood == "bernoulli" else y
+            return dense - (weight * out).sum(-1)
+        if nonzero is None:
+            nonzero = torch.nonzero(y).t()
+        flat = nonzero[0] * out.shape[1] + nonzero[1]
+        at = out.reshape(-1).index_select(0, flat)
+        if self.atac_likelihood == "poisson":
+            at = y.reshape(-1).index_select(0, flat) * at
+        return dense - torch.zeros_like(dense).index_add(0, nonzero[0], at)
+
+    @staticmethod
+    def _subset_nonzero(nonzero: torch.Tensor | None, peaks: torch.Tensor, n_peaks: int):
+        """Row/column indices of the non-zeros of ``y[:, peaks]`` from those of ``y``."""
+        if nonzero is None:
+            return None
+        position = torch.full((n_peaks,), -1, dtype=torch.long, device=peaks.device)
+        position[peaks] = torch.arange(peaks.numel(), device=peaks.device)
+        new_cols = position.index_select(0, nonzero[1])
+        keep = new_cols >= 0
+        return torch.stack([nonzero[0][keep], new_cols[keep]])
 
     def loss(
         self,
@@ -365,16 +420,22 @@ class MultiMixVAE(BaseModuleClass):
         m_r, m_a = inf["has_rna"], inf["has_atac"]
         paired = m_r * m_a
         n = x.shape[0]
-        rna_nll = -generative_outputs["px"].log_prob(torch.cat([x, x])).sum(-1)
+        nz = tensors.get(REGISTRY_KEYS.X_KEY + NONZERO_SUFFIX)
+        # the stacked [x; x]: the same entries, rows shifted by n
+        nz2 = None if nz is None else torch.cat([nz, nz + torch.tensor([[x.shape[0]], [0]], device=nz.device)], 1)
+        rna_nll = -count_log_likelihood(generative_outputs["px"], torch.cat([x, x]), nz2)
         peaks = generative_outputs["cross_peaks"]
-        atac_cross = self._atac_nll(
-            generative_outputs["atac_cross"], y if peaks is None else y[:, peaks]
-        )
+        y_nz = tensors.get(ATAC_X_KEY + NONZERO_SUFFIX)
+        cross_nz = y_nz if peaks is None else self._subset_nonzero(y_nz, peaks, self.n_peaks)
+        # y[:, peaks] is only materialised when its values are needed
+        needs_y = cross_nz is None or self.atac_likelihood == "poisson"
+        y_cross = y if peaks is None else (y[:, peaks] if needs_y else None)
+        atac_cross = self._atac_nll(generative_outputs["atac_cross"], y_cross, cross_nz)
         if peaks is not None:
             atac_cross = atac_cross * (self.n_peaks / peaks.numel())
         rec = {
             "rna": rna_nll[:n] * m_r,
-            "atac": self._atac_nll(generative_outputs["atac_own"], y) * m_a,
+            "atac": self._atac_nll(generative_outputs["atac_own"], y, y_nz) * m_a,
             "rna_from_atac": self.cross_weight * rna_nll[n:] * paired,
             "atac_from_rna": self.cross_weight * atac_cross * paired,
         }
@@ -461,7 +522,7 @@ class MultiMixVAE(BaseModuleClass):
             log_w = self.prior_layer.log_prob(z, labels) - qz.log_prob(z).sum(-1)
             for k in range(s):
                 _, px = self.decode_rna(z[k], batch_index, inf[LIBRARY_KEY])
-                rna_ll = px.log_prob(x).sum(-1)
+                rna_ll = count_log_likelihood(px, x)
                 atac_out = self.decode_atac(z[k], batch_index, inf["factor_atac"])
                 atac_ll = -self._atac_nll(atac_out, y) - atac_const
                 log_w[k] = log_w[k] + use_rna * rna_ll + use_atac * atac_ll
