@@ -1,4 +1,6 @@
-"""mixvi.pl: training curves, the mixture on a UMAP, cluster confusion and the tree.
+"""mixvi.pl: training curves, embeddings, the mixture on a UMAP, cluster confusion, marker
+genes, the tree and palettes. Every function returns its Axes, draws into given Axes and
+writes a file with ``save=``.
 
 One tiny synthetic dataset (300 cells x 50 genes, Poisson counts, 3 types, 2 batches),
 one GMM and one hierarchical model of 3 components, each trained 4 epochs.
@@ -104,10 +106,10 @@ def _texts(ax) -> list[str]:
 # -- training_curves ------------------------------------------------------------------------
 def test_training_curves_panels_and_lines(gmm):
     model, _ = gmm
-    fig = mixvi.pl.training_curves(model, show=False)
-    axes = fig.axes
-    # elbo, reconstruction_loss, kl_local + the mixture-entropy panel
-    assert len(axes) == 4
+    axes = mixvi.pl.training_curves(model, show=False)
+    # elbo, reconstruction_loss, kl_local + the mixture-entropy panel, in one figure
+    assert len(axes) == 4 and all(isinstance(a, matplotlib.axes.Axes) for a in axes)
+    assert axes[0].figure.axes == axes
     for axis in axes[:3]:
         labels = [line.get_label() for line in axis.get_lines()]
         assert labels == ["train", "validation"]
@@ -126,9 +128,9 @@ def test_training_curves_panels_and_lines(gmm):
 def test_training_curves_from_history_dict_and_errors(gmm, tmp_path):
     model, _ = gmm
     history = dict(model.history)
-    fig = mixvi.pl.training_curves(history, keys=("elbo", "not_a_term"), mixture_entropy=False,
-                                   show=False)
-    assert len(fig.axes) == 1  # the missing key is skipped
+    axes = mixvi.pl.training_curves(history, keys=("elbo", "not_a_term"), mixture_entropy=False,
+                                    show=False)
+    assert len(axes) == 1  # the missing key is skipped
     with pytest.raises(ValueError, match="None of the keys"):
         mixvi.pl.training_curves(history, keys=("nope",), mixture_entropy=False, show=False)
     with pytest.raises(ValueError, match="empty"):
@@ -274,3 +276,153 @@ def test_tree_depth_heights_and_cluster_key(hierarchical):
     assert any(t == f"{leaves[0]}  n={view.n_obs}" for t in ticks)  # no genes with n_genes=0
     root_x = max(max(line.get_xdata()) for line in ax.get_lines())
     assert root_x == model.module.prior.n_levels  # balanced tree of 3 leaves: 2 merges deep
+
+
+def test_training_curves_into_given_axes(gmm):
+    model, _ = gmm
+    fig, grid = plt.subplots(2, 2)
+    given = list(grid.flat)
+    out = mixvi.pl.training_curves(model, ax=given, show=False)
+    assert out == given and all(len(a.get_lines()) >= 1 for a in given)
+    assert plt.fignum_exists(fig.number)
+
+
+# -- palettes and embedding -----------------------------------------------------------------
+def test_palettes_differ_by_kind_and_do_not_repeat():
+    kinds = ("cluster", "batch", "label")
+    firsts = {k: mixvi.pl.palette(k, 3) for k in kinds}
+    # no colour is shared between the first three of any two kinds
+    for a in kinds:
+        for b in kinds:
+            if a != b:
+                assert not set(firsts[a]) & set(firsts[b]), (a, b)
+    for k in kinds:
+        assert len(set(mixvi.pl.palette(k, 100))) == 100
+    assert mixvi.pl.palette("cluster", 0) == []
+    with pytest.raises(ValueError, match="kind"):
+        mixvi.pl.palette("celltype", 3)
+    assert mixvi.pl.palette_kind("mixvi_cluster") == "cluster"
+    assert mixvi.pl.palette_kind("leiden") == "cluster"
+    assert mixvi.pl.palette_kind("sample_id") == "batch"
+    assert mixvi.pl.palette_kind("condition", batch_key="condition") == "batch"
+    assert mixvi.pl.palette_kind("cell_type") == "label"
+
+
+def _colors(ax) -> set[tuple]:
+    return {tuple(np.round(c, 4)) for c in ax.collections[0].get_facecolors()}
+
+
+def test_embedding_panels_have_their_own_palettes(gmm, tmp_path):
+    _, adata = gmm
+    before = snapshot(adata)
+    keys = ["mixvi_cluster", "batch", "cell_type"]
+    path = tmp_path / "umap.png"
+    axes = mixvi.pl.embedding(adata, keys, show=False, save=path)
+    assert path.stat().st_size > 10_000
+    assert [a.get_title() for a in axes] == keys
+    for ax, kind in zip(axes, ("cluster", "batch", "label")):
+        cats = adata.obs[ax.get_title()].cat.categories
+        expected = dict(zip(map(str, cats), mixvi.pl.palette(kind, len(cats))))
+        assert ax.mixvi_palette == expected
+        drawn = {tuple(np.round(matplotlib.colors.to_rgba(c), 4)) for c in expected.values()}
+        assert _colors(ax) == drawn  # the dots carry exactly these colours
+    # the first cluster, the first batch and the first cell type look different
+    firsts = [next(iter(ax.mixvi_palette.values())) for ax in axes]
+    assert len(set(firsts)) == 3
+    assert_unchanged(before, adata)  # no uns["<key>_colors"] written
+
+
+def test_embedding_legend_outside_and_in_columns(gmm):
+    _, adata = gmm
+    view = adata.copy()
+    view.obs["many"] = pd.Categorical([f"type{i % 40:02d}" for i in range(view.n_obs)])
+    ax = mixvi.pl.embedding(view, "many", show=False)
+    assert isinstance(ax, matplotlib.axes.Axes)  # one column -> one Axes
+    legend = ax.get_legend()
+    assert len(legend.get_texts()) == 40 and legend._ncols == 3
+    ax.figure.canvas.draw()
+    assert legend.get_window_extent().x0 >= ax.get_window_extent().x1  # beside, not over
+    few = mixvi.pl.embedding(view, "batch", show=False).get_legend()
+    assert few._ncols == 1
+
+
+def test_embedding_into_given_axes_numeric_and_errors(gmm):
+    _, adata = gmm
+    fig, (left, right) = plt.subplots(1, 2)
+    out = mixvi.pl.embedding(adata, ["mixvi_cluster_confidence", "batch"], ax=[left, right],
+                             palettes={"batch": ["black", "red"]}, show=False)
+    assert out == [left, right] and left.mixvi_palette is None
+    assert len(fig.axes) == 3  # plus the colour bar of the numeric panel
+    assert right.mixvi_palette == {"b0": "black", "b1": "red"}
+    with pytest.raises(KeyError, match="available"):
+        mixvi.pl.embedding(adata, "celltype", show=False)
+    with pytest.raises(KeyError, match="X_tsne"):
+        mixvi.pl.embedding(adata, "batch", basis="tsne", show=False)
+    with pytest.raises(ValueError, match="Axes"):
+        mixvi.pl.embedding(adata, ["batch", "cell_type"], ax=left, show=False)
+
+
+def test_mixture_legend_columns_for_many_components(gmm):
+    _, adata = gmm
+    view = adata.copy()
+    view.obs["mixvi_cluster"] = pd.Categorical([str(i % 20) for i in range(view.n_obs)])
+    ax = mixvi.pl.mixture(view, probs_key=None, show=False)
+    assert len(ax.get_legend().get_texts()) == 20 and ax.get_legend()._ncols == 2
+
+
+# -- marker genes ---------------------------------------------------------------------------
+def test_marker_genes_dot_plot(gmm, tmp_path):
+    model, adata = gmm
+    before = snapshot(adata)
+    path = tmp_path / "markers.png"
+    ax = mixvi.pl.marker_genes(adata, n_genes=2, model=model, gene_symbols="symbol",
+                               show=False, save=path)
+    assert path.stat().st_size > 5_000
+    assert_unchanged(before, adata)
+    sizes = adata.obs["mixvi_cluster"].astype(str).value_counts()
+    assert set(ax.marker_genes) == set(sizes.index[sizes >= 2])
+    assert all(len(g) <= 2 and all(x.startswith("SYM") for x in g) for g in ax.marker_genes.values())
+    table, frac = ax.marker_table, ax.marker_fraction
+    assert list(table.columns) == [t.get_text() for t in ax.get_xticklabels()]
+    # one value by hand: mean log-normalised expression and detection rate
+    cluster, symbol = table.index[0], table.columns[0]
+    gene = adata.var_names[adata.var["symbol"] == symbol][0]
+    counts = adata.layers["counts"].toarray()
+    rows = (adata.obs["mixvi_cluster"].astype(str) == cluster).to_numpy()
+    norm = np.log1p(counts / counts.sum(1, keepdims=True) * 1e4)[rows, adata.var_names.get_loc(gene)]
+    assert table.iloc[0, 0] == pytest.approx(norm.mean(), rel=1e-4)
+    assert frac.iloc[0, 0] == pytest.approx((counts[rows, adata.var_names.get_loc(gene)] > 0).mean())
+    # one dot per cluster and gene
+    dots = ax.collections[0]
+    assert len(dots.get_offsets()) == table.size
+
+
+def test_marker_genes_into_given_axes_and_errors(gmm):
+    model, adata = gmm
+    _, ax = plt.subplots()
+    assert mixvi.pl.marker_genes(adata, n_genes=1, model=model, ax=ax, show=False) is ax
+    assert len(ax.collections) == 1
+    with pytest.raises(KeyError, match="write_to_adata"):
+        mixvi.pl.marker_genes(adata, "nope", show=False)
+    one = adata.copy()
+    one.obs["mixvi_cluster"] = pd.Categorical(["0"] * one.n_obs)
+    with pytest.raises(ValueError, match="two clusters"):
+        mixvi.pl.marker_genes(one, model=model, show=False)
+
+
+def test_tree_into_given_axes(hierarchical):
+    model, _ = hierarchical
+    _, (left, right) = plt.subplots(1, 2)
+    assert mixvi.pl.tree(model, n_genes=0, ax=right, show=False) is right
+    assert len(right.get_lines()) == 3 * 2 and len(left.get_lines()) == 0
+
+
+def test_every_pl_function_takes_ax_show_save():
+    import inspect
+
+    plotters = [n for n in mixvi.pl.__all__ if n not in ("palette", "palette_kind", "rank_marker_genes")]
+    assert set(plotters) == {"cluster_confusion", "embedding", "marker_genes", "mixture",
+                             "training_curves", "tree"}
+    for name in plotters:
+        params = inspect.signature(getattr(mixvi.pl, name)).parameters
+        assert {"ax", "show", "save"} <= set(params), name

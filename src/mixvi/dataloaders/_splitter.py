@@ -19,8 +19,9 @@ class MixDataSplitter(DataSplitter):
 
     Parameters
     ----------
-    adata_manager, train_size, validation_size, shuffle_set_split, load_sparse_tensor,
-    pin_memory, external_indexing, **kwargs
+    adata_manager, train_size, validation_size, shuffle_set_split
+        As in :class:`scvi.dataloaders.DataSplitter`.
+    load_sparse_tensor, pin_memory, external_indexing, **kwargs
         As in :class:`scvi.dataloaders.DataSplitter`.
     device
         Put the tensor store on this device (``"cuda"``: minibatches are gathered on the

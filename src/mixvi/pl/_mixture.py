@@ -14,7 +14,7 @@ from matplotlib.lines import Line2D
 if TYPE_CHECKING:
     from mixvi.model import MixVI
 
-from ._utils import as_str_categories, cluster_palette, new_axes, save_or_show
+from ._utils import as_str_categories, cluster_palette, legend_columns, new_axes, save_or_show
 
 
 def _embedding(adata: AnnData, basis: str) -> np.ndarray:
@@ -234,6 +234,7 @@ def mixture(
             title=f"component (marker area ∝ {size})",
             loc="upper left",
             bbox_to_anchor=(1.01, 1.0),
+            ncol=legend_columns(len(handles)),
             frameon=False,
             fontsize="small",
             title_fontsize="small",

@@ -10,7 +10,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
     from mixvi.model import MixVI
@@ -70,7 +69,7 @@ def training_curves(
     show: bool | None = None,
     save: str | Path | None = None,
     panel_size: tuple[float, float] = (3.6, 3.0),
-) -> Figure | None:
+) -> list[Axes] | None:
     """Loss terms per epoch, train and validation, one panel per term.
 
     Reads scvi-tools' ``model.history`` (a dict of one-column DataFrames indexed by
@@ -109,8 +108,8 @@ def training_curves(
 
     Returns
     -------
-    The :class:`~matplotlib.figure.Figure` (panels in ``fig.axes``) when ``show`` is
-    ``False``, else ``None``.
+    The list of :class:`~matplotlib.axes.Axes`, one per panel (keys, then the entropy
+    panel; ``axes[0].figure`` is the figure), when ``show`` is ``False``, else ``None``.
 
     Examples
     --------
@@ -178,4 +177,4 @@ def training_curves(
         axis.legend(frameon=False, fontsize="small")
         axis.grid(alpha=0.3)
     shown = save_or_show(fig, save, show, owns_figure=owns_figure)
-    return None if shown else fig
+    return None if shown else list(axes)

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from anndata import AnnData
 from matplotlib.axes import Axes
 
 if TYPE_CHECKING:
     from mixvi.model import MixVI
 
+from ._markers import rank_marker_genes
 from ._utils import as_str_categories, cluster_palette, new_axes, save_or_show
 
 
@@ -51,67 +51,6 @@ def _leaf_assignments(
     # A foreign AnnData would be registered (written to) by scvi-tools: use a copy.
     target = adata if adata is model.adata else adata.copy()
     return np.asarray(model.get_cluster_assignments(target)["cluster"].astype(str)), None
-
-
-def _counts_matrix(model: Any, adata: AnnData, layer: str | None):
-    if layer is None:
-        registered = (getattr(model, "registry_", {}) or {}).get("setup_args", {}).get("layer")
-        layer = registered if registered in adata.layers else None
-    elif layer not in adata.layers:
-        raise KeyError(f"adata.layers has no {layer!r}.")
-    return adata.layers[layer] if layer is not None else adata.X
-
-
-def marker_genes(
-    adata: AnnData,
-    groups: np.ndarray,
-    n_genes: int = 3,
-    layer: str | None = None,
-    method: str = "wilcoxon",
-    model: Any = None,
-    gene_symbols: str | None = None,
-) -> dict[str, list[str]]:
-    """Top marker genes of each group, on a log-normalised copy of the counts.
-
-    ``adata`` is not modified: a new AnnData is built from (a copy of) the counts,
-    normalised to 10,000 per cell, log1p-transformed and ranked with
-    :func:`scanpy.tl.rank_genes_groups` (one group vs the rest). Groups with fewer
-    than 2 cells get no markers; genes must be up in the group (positive log fold change).
-    ``gene_symbols`` names a ``.var`` column to report instead of the var names.
-    """
-    import scanpy as sc
-
-    groups = np.asarray(groups).astype(str)
-    sizes = pd.Series(groups).value_counts()
-    ok = sizes.index[sizes >= 2]
-    if n_genes <= 0 or len(ok) < 2:
-        return {}
-    keep = np.isin(groups, ok)
-    X = _counts_matrix(model, adata, layer)[keep]
-    X = sp.csr_matrix(X, dtype=np.float32, copy=True)
-    tmp = AnnData(
-        X=X,
-        obs=pd.DataFrame({"group": pd.Categorical(groups[keep])}, index=np.arange(X.shape[0]).astype(str)),
-        var=pd.DataFrame(index=adata.var_names.astype(str).copy()),
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sc.pp.normalize_total(tmp, target_sum=1e4)
-        sc.pp.log1p(tmp)
-        sc.tl.rank_genes_groups(tmp, "group", method=method, use_raw=False)
-    if gene_symbols is not None and gene_symbols not in adata.var:
-        raise KeyError(f"adata.var has no column {gene_symbols!r} (gene_symbols=).")
-    symbol = (
-        dict(zip(adata.var_names.astype(str), adata.var[gene_symbols].astype(str)))
-        if gene_symbols is not None
-        else {}
-    )
-    out = {}
-    for g in ok:
-        df = sc.get.rank_genes_groups_df(tmp, group=str(g))
-        df = df[df["logfoldchanges"] > 0] if "logfoldchanges" in df else df
-        out[str(g)] = [symbol.get(n, n) for n in df["names"].astype(str).head(n_genes)]
-    return out
 
 
 def tree(
@@ -235,7 +174,7 @@ def tree(
 
     leaves_of_cells, used_key = _leaf_assignments(model, adata, cluster_key, leaf_names)
     counts = pd.Series(leaves_of_cells).value_counts().reindex(leaf_names, fill_value=0)
-    markers = marker_genes(
+    markers = rank_marker_genes(
         adata, leaves_of_cells, n_genes, layer, rank_method, model, gene_symbols
     )
 

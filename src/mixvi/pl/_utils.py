@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -65,8 +66,96 @@ def save_or_show(
     return show
 
 
-def cluster_palette(adata, key: str, categories: Sequence[str]) -> dict[str, str]:
-    """Colour of each category: ``adata.uns[f"{key}_colors"]`` if it fits, else scanpy's."""
+PaletteKind = Literal["cluster", "batch", "label"]
+
+# Each kind of panel has its own colours, so that cluster 0, the first batch and the first
+# cell type are never drawn alike (a shared default palette suggests a match that is not
+# there). Clusters: scanpy's 20-colour default (tab20, dark shades first); batches: Dark2
+# reordered (purple and mustard first); cell types / labels: Set1 without its yellow. Longer lists continue
+# with tab20b (batches), zeileis_28 (labels), then godsnot_102 (all, without its yellow).
+_CLUSTER = [
+    "#1f77b4", "#ff7f0e", "#279e68", "#d62728", "#aa40fc", "#8c564b", "#e377c2", "#b5bd61",
+    "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2",
+    "#dbdb8d", "#9edae5", "#ad494a", "#8c6d31",
+]
+_BATCH = ["#7570b3", "#e6ab02", "#1b9e77", "#e7298a", "#66a61e", "#a6761d", "#666666", "#d95f02"]
+_LABEL = ["#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a65628", "#f781bf", "#999999"]
+_TAB20B = [
+    "#393b79", "#5254a3", "#6b6ecf", "#9c9ede", "#637939", "#8ca252", "#b5cf6b", "#cedb9c",
+    "#8c6d31", "#bd9e39", "#e7ba52", "#e7cb94", "#843c39", "#ad494a", "#d6616b", "#e7969c",
+    "#7b4173", "#a55194", "#ce6dbd", "#de9ed6",
+]
+PALETTE_KINDS = ("cluster", "batch", "label")
+
+
+def _long_tail() -> list[str]:
+    try:
+        from scanpy.plotting import palettes
+
+        return [c for c in palettes.godsnot_102 if c.upper() != "#FFFF00"]
+    except ImportError:  # pragma: no cover - scanpy is a dependency
+        return [matplotlib.colors.to_hex(c) for c in plt.get_cmap("tab20c").colors]
+
+
+def palette(kind: PaletteKind, n: int) -> list[str]:
+    """``n`` colours for one kind of categorical panel.
+
+    Cluster, batch and label (cell-type) panels get different palettes, so colours never
+    suggest that cluster 0, the first batch and the first cell type belong together.
+
+    Parameters
+    ----------
+    kind
+        ``"cluster"`` (scanpy's 20-colour default), ``"batch"`` (Dark2) or ``"label"``
+        (Set1 without yellow); longer lists continue with further qualitative palettes.
+    n
+        Number of colours.
+
+    Returns
+    -------
+    ``n`` hex colours; they repeat only beyond about 120 categories.
+
+    Examples
+    --------
+    >>> sc.pl.umap(adata, color="batch", palette=mixvi.pl.palette("batch", 2))
+    """
+    if kind not in PALETTE_KINDS:
+        raise ValueError(f"kind must be one of {PALETTE_KINDS}, got {kind!r}.")
+    if isinstance(n, bool) or int(n) < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}.")
+    n = int(n)
+    head = {"cluster": _CLUSTER, "batch": _BATCH + _TAB20B, "label": _LABEL}[kind]
+    if kind == "label":
+        try:
+            from scanpy.plotting import palettes
+
+            head = head + [c for c in palettes.zeileis_28 if c not in head]
+        except ImportError:  # pragma: no cover
+            pass
+    colors = head + [c for c in _long_tail() if c not in head]
+    return [colors[i % len(colors)] for i in range(n)]
+
+
+def palette_kind(key: str, batch_key: str | None = None) -> PaletteKind:
+    """The kind of panel an ``.obs`` column makes, from its name.
+
+    ``"cluster"`` for names with ``cluster``, ``leiden`` or ``louvain``; ``"batch"`` for
+    ``batch_key`` and names with ``batch``, ``sample``, ``donor``, ``library`` or
+    ``replicate``; ``"label"`` otherwise (cell types and other annotations).
+    """
+    name = str(key).lower()
+    if any(w in name for w in ("cluster", "leiden", "louvain")):
+        return "cluster"
+    if key == batch_key or any(w in name for w in ("batch", "sample", "donor", "library", "replicate")):
+        return "batch"
+    return "label"
+
+
+def cluster_palette(
+    adata, key: str, categories: Sequence[str], kind: PaletteKind = "cluster"
+) -> dict[str, str]:
+    """Colour of each category: ``adata.uns[f"{key}_colors"]`` if it fits, else the
+    :func:`palette` of ``kind`` (so mixvi's figures match the user's scanpy colours)."""
     categories = [str(c) for c in categories]
     colors = None
     if adata is not None:
@@ -77,13 +166,13 @@ def cluster_palette(adata, key: str, categories: Sequence[str]) -> dict[str, str
                 colors = dict(zip(map(str, col.cat.categories), stored))
     if colors is not None and all(c in colors for c in categories):
         return {c: colors[c] for c in categories}
-    try:
-        from scanpy.plotting import palettes
+    return dict(zip(categories, palette(kind, len(categories))))
 
-        base = palettes.default_20 if len(categories) <= 20 else palettes.default_102
-    except ImportError:  # pragma: no cover
-        base = [matplotlib.colors.to_hex(c) for c in plt.get_cmap("tab20").colors]
-    return {c: base[i % len(base)] for i, c in enumerate(categories)}
+
+def legend_columns(n: int) -> int:
+    """Columns of a legend of ``n`` entries beside the axes (scanpy's rule): 1 up to 14,
+    2 up to 30, then 3."""
+    return 1 if n <= 14 else 2 if n <= 30 else 3
 
 
 def as_str_categories(values) -> pd.Categorical:
