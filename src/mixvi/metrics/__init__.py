@@ -22,7 +22,7 @@ scib-metrics (and jax) is imported only when an integration metric is first call
 """
 
 from ._alignment import foscttm, foscttm_per_cell, matching_accuracy
-from ._clustering import cluster_agreement
+from ._clustering import cluster_agreement, cluster_calibration
 from ._label_transfer import label_transfer
 from ._scib import integration_scores, scib_benchmark
 from ._translation import atac_translation_metrics, mean_profile_baseline, rna_translation_metrics
@@ -30,6 +30,7 @@ from ._translation import atac_translation_metrics, mean_profile_baseline, rna_t
 __all__ = [
     "atac_translation_metrics",
     "cluster_agreement",
+    "cluster_calibration",
     "foscttm",
     "foscttm_per_cell",
     "integration_scores",

@@ -9,13 +9,17 @@ from mixvi.model._validation import (
     check_choice,
     check_int,
     check_n_components,
+    check_real,
     validate_registered_data,
 )
 from mixvi.module._prior_layer import POSTERIORS
 from mixvi.priors import PRIORS
 
-#: mixture components when neither ``n_components`` nor a label prior says otherwise
-DEFAULT_N_COMPONENTS = 10
+#: most components ``n_components="auto"`` may use (each needs cells to describe, so at most
+#: one per 20 cells)
+MAX_AUTO_COMPONENTS = 50
+#: Leiden resolution of ``n_components="auto"`` (scanpy's default)
+DEFAULT_RESOLUTION = 1.0
 
 
 class MixModelMixin:
@@ -37,12 +41,13 @@ class MixModelMixin:
     def _prior_setup(
         self,
         prior: str,
-        n_components: int | None,
+        n_components: int | str | None,
         posterior: str = "gaussian",
         use_label_prior: bool | None = None,
         learn_scales: bool | None = None,
         n_kl_samples: int = 1,
         kl_estimator: str = "mc",
+        resolution: float = DEFAULT_RESOLUTION,
     ) -> dict:
         """Resolve the prior arguments of a model.
 
@@ -51,8 +56,13 @@ class MixModelMixin:
         prior, posterior, kl_estimator
             Checked against their choices.
         n_components
-            ``None``: the number of known labels with a label prior, else
-            :data:`DEFAULT_N_COMPONENTS`. Checked against the number of cells.
+            An integer: that many components, placed by k-means. ``"auto"``: the number is
+            chosen from the data when the mixture is first fitted (Leiden communities at
+            ``resolution``; the module holds up to :data:`MAX_AUTO_COMPONENTS`, at most one
+            per 20 cells, plus the label components). ``None``: the number of known labels
+            with a label prior, else ``"auto"``.
+        resolution
+            Leiden resolution for ``"auto"`` (higher: more, smaller clusters).
         use_label_prior
             ``None``: on when a ``labels_key`` was registered and the prior is a mixture.
         learn_scales
@@ -64,7 +74,7 @@ class MixModelMixin:
         Returns
         -------
         Keyword arguments for the module: ``prior``, ``n_components``,
-        ``n_label_components``, ``prior_kwargs``.
+        ``n_label_components``, ``prior_kwargs``, ``resolution``.
         """
         check_choice("prior", prior, PRIORS)
         check_choice("posterior", posterior, POSTERIORS)
@@ -85,7 +95,13 @@ class MixModelMixin:
         categories = list(labels_state.categorical_mapping[:-1]) if use_label_prior else []
         n_label = len(categories)
         if n_components is None:
-            n_components = n_label or DEFAULT_N_COMPONENTS
+            n_components = n_label or "auto"
+        auto = isinstance(n_components, str)
+        if auto:
+            check_choice("n_components", n_components, ("auto",))
+            check_real("resolution", resolution, 0.0, low_open=True)
+            room = min(MAX_AUTO_COMPONENTS, max(self.adata.n_obs // 20, 2))
+            n_components = n_label + room
         check_n_components(n_components, self.adata.n_obs)
         if n_label and n_components < n_label:
             raise ValueError(
@@ -103,4 +119,5 @@ class MixModelMixin:
             "n_components": int(n_components),
             "n_label_components": n_label,
             "prior_kwargs": prior_kwargs,
+            "resolution": float(resolution) if auto and prior != "normal" else None,
         }

@@ -91,6 +91,10 @@ class ClusterMixin:
             names = names[nodes]
         elif level is not None:
             raise ValueError("level= is only available with prior='hierarchical'.")
+        else:  # switched-off components (n_components="auto", pruned) hold no cells
+            in_use = prior.active.cpu().numpy() if hasattr(prior, "active") else None
+            if in_use is not None and probs.shape[1] == len(in_use):
+                probs, names = probs[:, in_use], names[in_use]
         adata = self._validate_anndata(adata)
         obs_names = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
         best = probs.argmax(1)
@@ -100,6 +104,46 @@ class ClusterMixin:
         )
         prob_frame = pd.DataFrame(probs, index=frame.index, columns=[f"prob_{n}" for n in names])
         return pd.concat([frame, prob_frame], axis=1)
+
+    def mixture_summary(
+        self, adata: AnnData | None = None, batch_size: int | None = None
+    ) -> pd.DataFrame:
+        """The mixture's components in use: one row per cluster.
+
+        Parameters
+        ----------
+        adata, batch_size
+            As in :meth:`get_cluster_assignments`.
+
+        Returns
+        -------
+        DataFrame indexed by component name with ``weight`` (the prior's pi_k),
+        ``n_cells`` (cells assigned), ``mean_confidence`` and, for a label prior,
+        ``label``; sorted by ``n_cells``. ``len(summary)`` is the number of clusters.
+        """
+        clusters = self.get_cluster_assignments(adata, batch_size=batch_size)
+        prior = self.module.prior
+        log_w = prior.component_params()[0].detach().cpu().numpy()
+        weights = dict(zip(self.component_names(), np.exp(log_w)))
+        names = list(clusters["cluster"].cat.categories)
+        prob_cols = [c for c in clusters.columns if c.startswith("prob_")]
+        in_use = [c[len("prob_"):] for c in prob_cols]
+        counts = clusters["cluster"].value_counts()
+        rows = {
+            name: {
+                "weight": float(weights.get(name, np.nan)),
+                "n_cells": int(counts.get(name, 0)),
+                "mean_confidence": float(
+                    clusters.loc[clusters["cluster"] == name, "confidence"].mean()
+                ) if name in names else float("nan"),
+            }
+            for name in in_use
+        }
+        out = pd.DataFrame.from_dict(rows, orient="index")
+        labels = list(getattr(self, "label_categories_", []) or [])
+        if labels:
+            out["label"] = [n if n in labels else "" for n in out.index]
+        return out.sort_values("n_cells", ascending=False)
 
     def predict(
         self,

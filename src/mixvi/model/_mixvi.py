@@ -60,9 +60,16 @@ class MixVI(
     n_latent
         Latent dimensionality.
     n_components
-        Mixture components (tree leaves for ``prior="hierarchical"``). Defaults to 10,
-        or, with a label prior, to the number of known labels (more adds free components
-        for unknown types).
+        ``"auto"`` (default without a label prior): the number of mixture components, i.e.
+        of clusters, is read from the data when the mixture is first fitted -- Leiden
+        communities of the latent at ``resolution`` -- and components left with fewer than
+        5 cells are switched off during training (the chosen number is in
+        ``model.history["n_components_active_train"]`` and :meth:`mixture_summary`). An
+        integer fixes it (tree leaves for ``prior="hierarchical"``). With a label prior the
+        default is the number of known labels.
+    resolution
+        Leiden's resolution for ``n_components="auto"``: higher gives more, smaller clusters
+        (the knob scanpy users know from ``sc.tl.leiden``).
     prior
         ``"gmm"`` (default), ``"normal"`` (scVI's N(0, I), closed-form KL) or
         ``"hierarchical"`` (components on a binary tree, see
@@ -102,7 +109,7 @@ class MixVI(
     >>> import mixvi, scanpy as sc
     >>> adata = mixvi.datasets.kang_pbmc_ifnb()
     >>> mixvi.MixVI.setup_anndata(adata, layer="counts", batch_key="batch")
-    >>> model = mixvi.MixVI(adata, n_components=8)
+    >>> model = mixvi.MixVI(adata)                # n_components="auto"
     >>> model.train(max_epochs=200)
     >>> model.write_to_adata(adata)
     >>> sc.pp.neighbors(adata, use_rep="X_mixvi"); sc.tl.umap(adata)
@@ -118,7 +125,8 @@ class MixVI(
         self,
         adata: AnnData | None = None,
         n_latent: int = 16,
-        n_components: int | None = None,
+        n_components: int | Literal["auto"] | None = None,
+        resolution: float = 1.0,
         prior: PriorName = "gmm",
         posterior: Literal["gaussian", "mixture"] = "gaussian",
         gene_likelihood: Literal["nb", "zinb", "poisson"] = "nb",
@@ -141,7 +149,7 @@ class MixVI(
         self._check_registered_data()
         prior_args = self._prior_setup(
             prior, n_components, posterior, use_label_prior, learn_scales, n_kl_samples,
-            kl_estimator,
+            kl_estimator, resolution,
         )
         n_cats_per_cov = (
             self.adata_manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY).n_cats_per_key
@@ -169,7 +177,8 @@ class MixVI(
         n_label_components = prior_args["n_label_components"]
         self._model_summary_string = (
             f"MixVI model: prior={prior!r}, posterior={posterior!r}, "
-            f"n_components={self.module.prior.n_components}, n_latent={n_latent}, "
+            f"n_components={n_components if isinstance(n_components, str) else self.module.prior.n_components}, "
+            f"n_latent={n_latent}, "
             f"gene_likelihood={gene_likelihood!r}, label prior: "
             f"{n_label_components or 'off'}."
         )
@@ -276,8 +285,10 @@ class MixVI(
             Epochs over which the KL weight rises linearly from 0 to 1; defaults to a
             quarter of ``max_epochs``.
         prior_init_epoch
-            Epoch at whose start the mixture is fitted (k-means) to the encoder's
-            posterior means; defaults to a tenth of ``max_epochs`` (at most 20).
+            Epoch at whose start the mixture is first fitted to the encoder's posteriors
+            (k-means, or Leiden with ``n_components="auto"``); defaults to the end of the
+            KL warm-up. EM refits follow every twentieth of training and at its end
+            (``plan_kwargs={"refit_every": ..., "final_refit": ...}``).
         gumbel_temperature
             ``(start, end)`` Gumbel-softmax temperatures for ``posterior="mixture"``,
             annealed over the first half of training.
@@ -305,7 +316,9 @@ class MixVI(
         """
         if max_epochs is None:
             max_epochs = default_max_epochs(self.adata.n_obs)
-        plan = default_plan(max_epochs, n_epochs_kl_warmup, prior_init_epoch, prior_init_divisor=10)
+        plan = default_plan(
+            max_epochs, n_epochs_kl_warmup, prior_init_epoch, self.adata.n_obs, early_stopping
+        )
         plan["gumbel_temperature"] = gumbel_temperature
         plan["n_epochs_gumbel_anneal"] = max(max_epochs // 2, 1)
         plan.update(plan_kwargs or {})

@@ -7,6 +7,7 @@ from scvi.model.base import UnsupervisedTrainingMixin
 from mixvi.dataloaders import MixDataSplitter
 from mixvi.model._validation import check_train_args
 from mixvi.train import NonFiniteLossError
+from mixvi.train._progress import with_training_log
 
 
 def default_max_epochs(n_cells: int) -> int:
@@ -15,22 +16,62 @@ def default_max_epochs(n_cells: int) -> int:
     return max(1, min(round(20_000 / max(n_cells, 1) * 400), 400))
 
 
+#: a component whose share of the cells drops below this many cells is switched off
+MIN_COMPONENT_CELLS = 5
+
+
+#: with early stopping, ``max_epochs`` is only a cap: the schedule is set in epochs instead
+EARLY_STOPPING_WARMUP = 20
+EARLY_STOPPING_REFIT_EVERY = 5
+EARLY_STOPPING_PATIENCE = 10
+
+
 def default_plan(
     max_epochs: int,
     n_epochs_kl_warmup: int | None,
     prior_init_epoch: int | None,
-    prior_init_divisor: int,
+    n_cells: int,
+    early_stopping: bool = False,
 ) -> dict:
-    """Training-plan defaults: KL warm-up over a quarter of training, mixture fitted at
-    ``max_epochs // prior_init_divisor`` (at least 1, at most 20) unless given."""
+    """Training-plan defaults shared by both models.
+
+    KL warm-up over a quarter of training (with early stopping, where ``max_epochs`` is a cap,
+    over :data:`EARLY_STOPPING_WARMUP` epochs at most); the mixture is fitted to the cells
+    when the warm-up ends (a latent still in warm-up is not yet a good guide to the number
+    and place of the clusters), refitted by EM every tenth of training (every
+    :data:`EARLY_STOPPING_REFIT_EVERY` epochs with early stopping) and once at the end;
+    components holding fewer than :data:`MIN_COMPONENT_CELLS` cells are switched off.
+    """
+    horizon = min(max_epochs, 4 * EARLY_STOPPING_WARMUP) if early_stopping else max_epochs
+    warmup = n_epochs_kl_warmup if n_epochs_kl_warmup is not None else max(horizon // 4, 1)
+    init = prior_init_epoch if prior_init_epoch is not None else min(warmup, max_epochs - 1)
+    every = EARLY_STOPPING_REFIT_EVERY if early_stopping else max(max_epochs // 10, 1)
     return {
-        "n_epochs_kl_warmup": n_epochs_kl_warmup
-        if n_epochs_kl_warmup is not None
-        else max(max_epochs // 4, 1),
-        "prior_init_epoch": prior_init_epoch
-        if prior_init_epoch is not None
-        else min(max(max_epochs // prior_init_divisor, 1), 20),
+        "n_epochs_kl_warmup": warmup,
+        "prior_init_epoch": max(int(init), 0),
+        "refit_every": every,
+        "min_component_fraction": MIN_COMPONENT_CELLS / max(n_cells, 1),
     }
+
+
+def early_stopping_kwargs(plan: dict, trainer_kwargs: dict) -> dict:
+    """Trainer arguments for early stopping on the validation ELBO, with the best epoch's
+    weights restored (:class:`~mixvi.train.RestoreBestWeights`).
+
+    Neither stopping nor the best epoch can come before the mixture is fitted: the prior
+    changes there, and the warm-up epochs before it are not the model being trained.
+    """
+    from mixvi.train import RestoreBestWeights
+
+    out = dict(trainer_kwargs)
+    start = plan["prior_init_epoch"]
+    out.setdefault("early_stopping_patience", EARLY_STOPPING_PATIENCE)
+    out.setdefault("early_stopping_monitor", "elbo_validation")
+    out.setdefault("min_epochs", start + out["early_stopping_patience"])
+    out.setdefault("check_val_every_n_epoch", 1)
+    best = RestoreBestWeights(out["early_stopping_monitor"], start_epoch=start)
+    out["callbacks"] = [*(out.get("callbacks") or []), best]
+    return out
 
 
 class MixTrainingMixin(UnsupervisedTrainingMixin):
@@ -48,6 +89,16 @@ class MixTrainingMixin(UnsupervisedTrainingMixin):
             max_epochs, batch_size, kwargs.get("train_size"), kwargs.get("validation_size"),
             self.adata.n_obs,
         )
+        if kwargs.get("early_stopping"):
+            train_size, val_size = kwargs.get("train_size"), kwargs.get("validation_size")
+            if (train_size is not None and train_size >= 1.0) or val_size == 0:
+                raise ValueError(
+                    "early_stopping=True needs validation cells, but train_size="
+                    f"{train_size} / validation_size={val_size} leave none; use e.g. "
+                    "train_size=0.9, or early_stopping=False."
+                )
+            kwargs = early_stopping_kwargs(plan, kwargs)
+        kwargs = with_training_log(kwargs)  # log lines off a terminal, progress bar on one
         try:
             return UnsupervisedTrainingMixin.train(
                 self, plan_kwargs=plan, max_epochs=max_epochs, batch_size=batch_size, **kwargs

@@ -78,6 +78,9 @@ class MixVAE(VAE):
         :class:`~mixvi.train.MixTrainingPlan`).
     prior_kwargs
         Passed to the prior (``learn_scales``, ``n_kl_samples``, ``kl_estimator``, ...).
+    resolution
+        Choose the number of components in use from the data (see
+        :class:`~mixvi.module.PriorLayer`); ``None`` uses all ``n_components``.
     **vae_kwargs
         Passed to :class:`scvi.module.VAE` (``n_batch``, ``n_hidden``, ``n_layers``,
         ``dropout_rate``, ``gene_likelihood``, ``encode_covariates``, ...).
@@ -95,12 +98,13 @@ class MixVAE(VAE):
         batch_balance_weight: float = 0.0,
         pretrain_normal: bool = True,
         prior_kwargs: dict | None = None,
+        resolution: float | None = None,
         **vae_kwargs,
     ):
         super().__init__(n_input=n_input, n_latent=n_latent, **vae_kwargs)
         self.prior_layer = PriorLayer(
             n_latent, prior, n_components, posterior, n_label_components, pretrain_normal,
-            prior_kwargs,
+            prior_kwargs, resolution,
         )
         self.posterior = posterior
         self.classification_weight = classification_weight

@@ -126,6 +126,9 @@ class MultiMixVAE(BaseModuleClass):
         cuts the cost of the widest layer; ``1.0`` uses all peaks.
     pretrain_normal
         Use N(0, I) until :class:`~mixvi.train.MixTrainingPlan` initialises the mixture.
+    resolution
+        Choose the number of components in use from the data (see
+        :class:`~mixvi.module.PriorLayer`); ``None`` uses all ``n_components``.
     """
 
     def __init__(
@@ -148,6 +151,7 @@ class MultiMixVAE(BaseModuleClass):
         encode_covariates: bool = False,
         cross_peak_fraction: float = 0.25,
         pretrain_normal: bool = True,
+        resolution: float | None = None,
     ):
         super().__init__()
         if gene_likelihood not in ("nb", "zinb"):
@@ -165,7 +169,7 @@ class MultiMixVAE(BaseModuleClass):
         self.cross_peak_fraction = cross_peak_fraction
         self.prior_layer = PriorLayer(
             n_latent, prior, n_components, "gaussian", n_label_components, pretrain_normal,
-            prior_kwargs,
+            prior_kwargs, resolution,
         )
 
         cat_list = [n_batch] if n_batch > 1 else None

@@ -70,6 +70,11 @@ class PriorLayer(nn.Module):
         placed components. Applies to both posterior families.
     prior_kwargs
         Passed to the prior (``learn_scales``, ``n_kl_samples``, ``kl_estimator``, ...).
+    resolution
+        ``None``: all ``n_components`` are used, placed by k-means. A number: the number of
+        components in use is chosen from the data when the mixture is first fitted (Leiden
+        communities at this resolution, at most ``n_components``; see
+        :func:`mixvi.priors.initialize_from_latent`).
     """
 
     def __init__(
@@ -81,8 +86,10 @@ class PriorLayer(nn.Module):
         n_label_components: int = 0,
         pretrain_normal: bool = True,
         prior_kwargs: dict | None = None,
+        resolution: float | None = None,
     ):
         super().__init__()
+        self.resolution = resolution
         self.prior: LatentPrior = make_prior(prior, n_latent, n_components, **(prior_kwargs or {}))
         self.is_mixture = isinstance(self.prior, MixturePrior)
         if posterior not in POSTERIORS:

@@ -15,7 +15,15 @@ from __future__ import annotations
 from typing import Literal
 
 from ._base import LatentPrior, gaussian_entropy, kl_diag_gaussians
-from ._fit import initialize_from_latent, kmeans_assignments, moment_match
+from ._fit import (
+    batch_balanced_knn,
+    em_refit,
+    expected_log_resp,
+    initialize_from_latent,
+    kmeans_assignments,
+    leiden_assignments,
+    moment_match,
+)
 from ._gmm import GaussianMixturePrior, MixturePrior
 from ._hierarchical import HierarchicalGaussianMixturePrior, balanced_tree, node_depths
 from ._normal import StandardNormalPrior
@@ -68,7 +76,11 @@ __all__ = [
     "node_depths",
     "gaussian_entropy",
     "kl_diag_gaussians",
+    "batch_balanced_knn",
+    "em_refit",
+    "expected_log_resp",
     "initialize_from_latent",
+    "leiden_assignments",
     "kmeans_assignments",
     "moment_match",
     "make_prior",

@@ -125,15 +125,20 @@ def initialize_from_latent(
     seed: int = 0,
     latent_var: np.ndarray | None = None,
     n_label_components: int = 0,
+    resolution: float | None = None,
+    min_size: int = 10,
+    batch: np.ndarray | None = None,
 ) -> np.ndarray:
     """Place the components of ``prior`` on clusters of an (early) latent.
 
-    An uninitialised mixture tends to collapse onto few components; starting from
-    k-means on the encoder's means avoids that (as scVAE / scMVP do). Components tied to
-    known labels start at the moments of their labelled cells (a label with no cell in
-    ``latent`` starts at the overall moments and keeps its slot), the others at k-means
-    clusters; variances are moment-matched to the aggregated posterior of each cluster, so
-    the KL does not jump when the mixture replaces N(0, I).
+    An uninitialised mixture tends to collapse onto few components; starting from clusters
+    of the encoder's means avoids that (as scVAE / scMVP do). Components tied to known
+    labels start at the moments of their labelled cells (a label with no cell in ``latent``
+    starts at the overall moments and keeps its slot); the free components start at k-means
+    clusters of the unlabelled cells, or -- with ``resolution`` -- at Leiden communities, as
+    many as the data shows (up to the prior's capacity; the other slots are switched off).
+    Variances are moment-matched to the aggregated posterior of each cluster, so the KL does
+    not jump when the mixture replaces N(0, I).
 
     Parameters
     ----------
@@ -144,11 +149,18 @@ def initialize_from_latent(
     component
         Known component of each cell (``-1`` unknown), shape ``(n_cells,)``.
     seed
-        Seed of the k-means run.
+        Seed of the k-means / Leiden run.
     latent_var
         Posterior variances, shape ``(n_cells, n_latent)``.
     n_label_components
         Number of components tied to labels (the first ones).
+    resolution
+        ``None``: fill every free component by k-means. A number: choose the number of free
+        components by Leiden at this resolution (:func:`leiden_assignments`).
+    min_size
+        Smallest Leiden community kept as a component.
+    batch
+        Batch of each cell, for the batch-balanced Leiden graph.
 
     Returns
     -------
@@ -160,8 +172,290 @@ def initialize_from_latent(
             f"{n_label_components} label components need at least as many free components "
             f"(got {n_free})."
         )
-    assign = kmeans_assignments(latent, n_free, component, n_label_components, seed)
+    active = np.ones(n_free, dtype=bool)
+    if resolution is None:
+        assign = kmeans_assignments(latent, n_free, component, n_label_components, seed)
+    else:
+        assign = np.full(latent.shape[0], -1, dtype=np.int64)
+        known = np.zeros(latent.shape[0], dtype=bool)
+        if component is not None:
+            known = np.asarray(component) >= 0
+            assign[known] = np.asarray(component)[known]
+        room = n_free - n_label_components
+        pool = ~known if (~known).sum() > min_size else np.ones_like(known)
+        if room > 0:
+            communities = leiden_assignments(
+                latent[pool], resolution, max_clusters=room, min_size=min_size,
+                batch=None if batch is None else np.asarray(batch)[pool], seed=seed,
+            )
+            n_found = int(communities.max()) + 1
+            free_assign = np.full(latent.shape[0], -1)
+            free_assign[pool] = communities + n_label_components
+            assign[~known] = free_assign[~known]
+            active[n_label_components + n_found :] = False
+        active[: max(n_label_components, 0)] = True
+        if active.sum() < prior.min_active:
+            active[: prior.min_active] = True
     means, stds, weights = moment_match(latent, latent_var, np.eye(n_free)[assign])
     # a label without cells keeps its slot (its weight is the floor, not a k-means cluster)
-    prior.set_components(means, stds, np.maximum(weights, 1e-3), np.ones(n_free, dtype=bool))
+    weights = np.where(active, np.maximum(weights, 1e-3), 0.0)
+    prior.set_components(means, stds, weights / weights.sum(), active)
     return assign
+
+
+# -- the number of components from the data -------------------------------------------------
+def batch_balanced_knn(
+    latent: np.ndarray, batch: np.ndarray | None = None, n_neighbors: int = 15
+):
+    """Symmetric kNN graph whose neighbours are drawn from every batch alike (as BBKNN).
+
+    Each cell gets ``ceil(n_neighbors / n_batches)`` (at least 2) nearest neighbours within
+    each batch, so a community is held together by similarity across batches, not by a
+    shared batch: a cell type seen in two batches is one community even where the latent
+    still separates the batches a little. Without ``batch`` (or with one batch) it is the
+    plain ``n_neighbors``-NN graph.
+
+    Parameters
+    ----------
+    latent
+        Points, shape ``(n_cells, d)``.
+    batch
+        Batch of each cell, shape ``(n_cells,)``.
+    n_neighbors
+        Neighbours per cell in all.
+
+    Returns
+    -------
+    scipy CSR adjacency ``(n_cells, n_cells)``, 0/1, symmetric, empty diagonal.
+    """
+    import scipy.sparse as sp
+    from sklearn.neighbors import NearestNeighbors
+
+    n = latent.shape[0]
+    batch = np.zeros(n, dtype=np.int64) if batch is None else np.asarray(batch)
+    groups = [np.where(batch == b)[0] for b in np.unique(batch)]
+    per = max(int(np.ceil(n_neighbors / len(groups))), 2)
+    rows, cols = [], []
+    for idx in groups:
+        k = min(per + 1, len(idx))  # + the cell itself, dropped below
+        _, found = NearestNeighbors(n_neighbors=k).fit(latent[idx]).kneighbors(latent)
+        rows.append(np.repeat(np.arange(n), k))
+        cols.append(idx[found].ravel())
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    graph = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    graph.setdiag(0)
+    graph.eliminate_zeros()
+    return ((graph + graph.T) > 0).astype(np.float32).tocsr()
+
+
+def leiden_assignments(
+    latent: np.ndarray,
+    resolution: float = 1.0,
+    max_clusters: int | None = None,
+    min_size: int = 10,
+    batch: np.ndarray | None = None,
+    n_neighbors: int = 15,
+    seed: int = 0,
+) -> np.ndarray:
+    """Communities of the (batch-balanced) kNN graph of a latent, by scanpy's Leiden.
+
+    How many clusters the data holds is read from the data, as Leiden does, with Leiden's
+    ``resolution`` as the one knob (higher: more, smaller clusters). The graph is
+    :func:`batch_balanced_knn`, so batches do not count as clusters. Communities smaller
+    than ``min_size`` cells, and beyond the ``max_clusters`` largest, are not clusters of
+    their own: their cells join the community of the nearest centroid.
+
+    Parameters
+    ----------
+    latent
+        Posterior means, shape ``(n_cells, d)``.
+    resolution
+        Leiden's resolution parameter.
+    max_clusters
+        Most communities kept (the prior's capacity).
+    min_size
+        Fewest cells of a kept community.
+    batch
+        Batch of each cell (``None``: one batch).
+    n_neighbors
+        Neighbours per cell of the graph.
+    seed
+        Seed of Leiden.
+
+    Returns
+    -------
+    Integer array ``(n_cells,)`` with values ``0..K-1``, largest community first.
+    """
+    import anndata as ad
+    import scanpy as sc
+
+    graph = batch_balanced_knn(np.asarray(latent, dtype=np.float32), batch, n_neighbors)
+    holder = ad.AnnData(np.zeros((latent.shape[0], 0), dtype=np.float32))
+    sc.tl.leiden(holder, resolution=resolution, adjacency=graph, random_state=seed,
+                 flavor="igraph", n_iterations=2, directed=False)
+    codes = holder.obs["leiden"].astype(int).to_numpy()
+    sizes = np.bincount(codes)
+    order = np.argsort(-sizes, kind="stable")
+    kept = [c for c in order if sizes[c] >= min_size][: max_clusters or len(order)]
+    if not kept:
+        kept = [order[0]]
+    new = {c: i for i, c in enumerate(kept)}
+    assign = np.array([new.get(c, -1) for c in codes])
+    orphans = assign < 0
+    if orphans.any():
+        onehot = np.zeros((len(assign), len(kept)))
+        onehot[~orphans, assign[~orphans]] = 1.0
+        centres, _, _ = moment_match(latent, None, onehot)
+        dist = ((latent[orphans, None] - centres[None]) ** 2).sum(-1)
+        assign[orphans] = dist.argmin(1)
+    return assign
+
+
+# -- EM on the aggregated posterior ---------------------------------------------------------
+LOG_2PI = float(np.log(2 * np.pi))
+
+
+def expected_log_resp(
+    latent: np.ndarray,
+    latent_var: np.ndarray,
+    log_w: np.ndarray,
+    means: np.ndarray,
+    variances: np.ndarray,
+) -> np.ndarray:
+    """``log pi_k + E_q[log N(z; m_k, s_k^2)]`` for every cell and component, ``(n, K)``.
+
+    The E-step of EM on uncertain data: each cell is its posterior ``N(mu_i, sigma_i^2)``.
+    Normalised over ``k`` these are the responsibilities that maximise the Jensen lower bound
+    of ``sum_i E_q[log p(z)]``. The quadratic form is expanded into matrix products
+    (``sum_d (sigma^2 + mu^2) / s^2 - 2 mu m / s^2 + m^2 / s^2``), no ``n x K x d`` array.
+    """
+    precision = 1.0 / variances  # (K, d)
+    quad = (
+        (latent_var + latent**2) @ precision.T
+        - 2.0 * latent @ (means * precision).T
+        + (means**2 * precision).sum(-1)
+    )
+    log_det = np.log(variances).sum(-1)
+    return log_w - 0.5 * (quad + log_det + means.shape[1] * LOG_2PI)
+
+
+#: two components closer than this (symmetric KL, nats) describe the same cells: merged
+DUPLICATE_KL = 0.1
+
+
+def symmetric_kl_matrix(means: np.ndarray, variances: np.ndarray) -> np.ndarray:
+    """``KL(N_j || N_k) + KL(N_k || N_j)`` between all pairs of diagonal Gaussians, ``(K, K)``."""
+    ratio = variances[:, None] / variances[None]
+    diff2 = (means[:, None] - means[None]) ** 2
+    inv = 1.0 / variances
+    return 0.5 * ((ratio + 1.0 / ratio - 2.0) + diff2 * (inv[:, None] + inv[None])).sum(-1)
+
+
+def _merge_duplicates(means, variances, weights, active, n_label_components, min_active=1):
+    """Switch off free components that coincide with another (EM can drive two components
+    that split one group of cells onto the same parameters): their weight goes to the one
+    kept, the mixture density is unchanged."""
+    on = np.where(active & (np.arange(len(active)) >= n_label_components))[0]
+    if len(on) < 2:
+        return weights, active, []
+    skl = symmetric_kl_matrix(means[on], variances[on])
+    merged = []
+    for a in range(len(on)):
+        j = on[a]
+        if not active[j]:
+            continue
+        for b in range(a + 1, len(on)):
+            k = on[b]
+            if active[k] and skl[a, b] < DUPLICATE_KL and active.sum() > min_active:
+                weights[j] += weights[k]
+                weights[k] = 0.0
+                active[k] = False
+                merged.append((int(j), int(k)))
+    return weights, active, merged
+
+
+def em_refit(
+    prior,
+    latent: np.ndarray,
+    latent_var: np.ndarray,
+    component: np.ndarray | None = None,
+    n_label_components: int = 0,
+    n_iter: int = 3,
+    min_fraction: float = 0.0,
+    switch_off: bool = True,
+) -> dict:
+    """EM steps of the mixture on the aggregated posterior, written back into ``prior``.
+
+    The prior's parameters enter the ELBO only through ``sum_i E_q[log p(z)]``; each EM step
+    (responsibilities from :func:`expected_log_resp`, then moment matching) cannot lower its
+    Jensen bound, so a refit is a step on the training objective that moves the components
+    onto where the cells are now -- which the slow gradient steps of a moving latent do not
+    guarantee. Labelled cells keep their label's component. Components whose weight falls
+    below ``min_fraction`` are switched off (pruned), except label components.
+
+    Parameters
+    ----------
+    prior
+        A :class:`~mixvi.priors.MixturePrior` (a tree prior refits its leaves and rebuilds
+        the tree over them).
+    latent, latent_var
+        Posterior means and variances of the cells, ``(n_cells, d)``.
+    component
+        Known component per cell (``-1`` unknown), ``(n_cells,)``.
+    n_label_components
+        Components tied to labels (never pruned).
+    n_iter
+        EM iterations.
+    min_fraction
+        Weight below which a free component is switched off.
+    switch_off
+        Allow switching components off (pruned below ``min_fraction``, or merged when EM
+        drives two onto the same parameters). ``False`` keeps the number of components the
+        user asked for.
+
+    Returns
+    -------
+    ``{"n_active": ..., "pruned": [...], "mean_log_lik": ...}`` after the refit.
+    """
+    means, stds, weights, active = prior.free_components()
+    latent = np.asarray(latent, dtype=np.float64)
+    latent_var = np.asarray(latent_var, dtype=np.float64)
+    variances = stds.astype(np.float64) ** 2
+    weights = np.where(active, np.maximum(weights, 1e-12), 0.0)
+    known = None if component is None else np.asarray(component)
+    pruned: list[int] = []
+    log_lik = float("nan")
+    for _ in range(max(int(n_iter), 1)):
+        on = np.where(active)[0]  # switched-off components take no cells: skip them
+        log_r = np.full((latent.shape[0], len(weights)), -np.inf)
+        log_r[:, on] = expected_log_resp(latent, latent_var, np.log(weights[on] / weights[on].sum()),
+                                         means[on], variances[on])
+        top = log_r.max(1, keepdims=True)
+        resp = np.exp(log_r - top)
+        total = resp.sum(1, keepdims=True)
+        log_lik = float(np.mean(np.log(total).ravel() + top.ravel()))
+        resp /= total
+        if known is not None and (known >= 0).any():
+            lab = known >= 0
+            resp[lab] = 0.0
+            resp[lab, known[lab]] = 1.0
+        new_means, new_stds, new_weights = moment_match(latent, latent_var, resp)
+        keep_mass = new_weights > 0
+        means = np.where(keep_mass[:, None], new_means, means)
+        if prior.learns_scales:  # fixed scales (the tree prior's default) stay fixed
+            variances = np.where(keep_mass[:, None], new_stds**2, variances)
+        mass = new_weights.copy()  # each component's share of the cells
+        if switch_off:
+            mass, active, dups = _merge_duplicates(means, variances, mass, active.copy(),
+                                                   n_label_components, prior.min_active)
+            pruned += [k for _, k in dups]
+        weights = mass if prior.learns_weights else active / active.sum()
+        free = np.arange(len(weights)) >= n_label_components
+        drop = active & free & (mass < min_fraction) & switch_off
+        if drop.any() and (active & ~drop).sum() >= max(prior.min_active, 1):
+            pruned += np.where(drop)[0].tolist()
+            active = active & ~drop
+            weights = np.where(active, weights, 0.0)
+    weights = np.where(active, np.maximum(weights, 1e-6), 0.0)
+    prior.set_components(means, np.sqrt(variances), weights / weights.sum(), active)
+    return {"n_active": int(active.sum()), "pruned": pruned, "mean_log_lik": log_lik}

@@ -93,9 +93,37 @@ class MixturePrior(LatentPrior):
             Boolean, shape ``(n_free,)``: components to keep in use.
         """
 
+    #: fewest components a refit may leave switched on
+    min_active: int = 1
+
+    @property
+    def learns_scales(self) -> bool:
+        """Whether the component scales are trained (else fixed; fits leave them as they are)."""
+        return bool(self.raw_scales.requires_grad)
+
+    @property
+    def learns_weights(self) -> bool:
+        """Whether the mixture weights are trained (else uniform over active components)."""
+        return bool(self.logits.requires_grad)
+
     def n_free_components(self) -> int:
         """Number of components with free means (the leaves of a tree prior)."""
         return self.n_components
+
+    @torch.no_grad()
+    def free_components(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The free components as numpy arrays: ``(means, stds, weights, active)``, shapes
+        ``(n_free, d)``, ``(n_free, d)``, ``(n_free,)``, ``(n_free,)``; weights renormalised
+        over the free components."""
+        log_w, means, scales = self.component_params()
+        n = self.n_free_components()
+        weights = log_w[:n].exp().cpu().double().numpy()
+        return (
+            means[:n].cpu().double().numpy(),
+            scales[:n].cpu().double().numpy(),
+            weights / max(weights.sum(), 1e-300),
+            self.active[:n].cpu().numpy().copy(),
+        )
 
     @property
     def n_active(self) -> int:
@@ -261,13 +289,16 @@ class MixturePrior(LatentPrior):
         seed: int = 0,
         latent_var: np.ndarray | None = None,
         n_label_components: int = 0,
+        resolution: float | None = None,
+        batch: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Place the components on k-means clusters of a latent; see
+        """Place the components on clusters of a latent; see
         :func:`mixvi.priors.initialize_from_latent`."""
         from ._fit import initialize_from_latent
 
         return initialize_from_latent(
-            self, latent, component, seed, latent_var, n_label_components
+            self, latent, component, seed, latent_var, n_label_components, resolution,
+            batch=batch,
         )
 
     def mixture_entropy(self) -> torch.Tensor:

@@ -198,6 +198,8 @@ class HierarchicalGaussianMixturePrior(MixturePrior):
         return probs, nodes
 
     # -- fitted values -----------------------------------------------------------------------
+    min_active = 2
+
     def n_free_components(self) -> int:
         """The leaves carry the free means."""
         return self.n_leaves

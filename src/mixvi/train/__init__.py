@@ -6,6 +6,7 @@ warns when training ended too early; :func:`batch_predictability` tells whether 
 still separate in an embedding.
 """
 
+from ._best_weights import RestoreBestWeights
 from ._checkpoint import ResumeCheckpoint
 from ._diagnostics import batch_predictability
 from ._nonfinite import NonFiniteLossError, check_finite_loss, describe_nonfinite_loss
@@ -21,6 +22,7 @@ from ._training_plan import MixTrainingPlan
 
 __all__ = [
     "MixTrainingPlan",
+    "RestoreBestWeights",
     "TrainingLog",
     "TrainingWarning",
     "batch_predictability",

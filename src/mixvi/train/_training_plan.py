@@ -4,29 +4,31 @@ guard and per-epoch (not per-step) metric logging."""
 from __future__ import annotations
 
 import math
-import warnings
 
-import numpy as np
 import torch
-from scvi import REGISTRY_KEYS, settings
 from scvi.train import TrainingPlan
 
 from mixvi.train._checkpoint import _rng_state, _set_rng_state
+from mixvi.train._mixture_fit import MixtureFitMixin
 from mixvi.train._nonfinite import _GENERIC_SUGGESTION, NonFiniteLossError, describe_nonfinite_loss
 
 #: on an accelerator the NaN flag is read (a host sync) once every this many steps
 NAN_CHECK_EVERY = 100
 
 
-class MixTrainingPlan(TrainingPlan):
+class MixTrainingPlan(MixtureFitMixin, TrainingPlan):
     """scvi-tools :class:`~scvi.train.TrainingPlan` for mixture-prior modules.
 
-    Adds three things:
+    Adds:
 
-    * at epoch ``prior_init_epoch`` the mixture is placed on k-means clusters of
-      the encoder's posterior means (on up to ``n_prior_init_cells`` training cells);
-      before that the module uses the N(0, I) KL when it was built with
-      ``pretrain_normal=True``;
+    * at epoch ``prior_init_epoch`` the mixture is placed on clusters of the encoder's
+      posteriors (on up to ``n_prior_init_cells`` training cells): k-means for a fixed
+      number of components, Leiden communities for ``n_components="auto"``; before that
+      the module uses the N(0, I) KL when it was built with ``pretrain_normal=True``;
+    * every ``refit_every`` epochs after that, and once more at the end of training,
+      EM steps of the mixture on the current posteriors (components that hold less than
+      ``min_component_fraction`` of the cells are switched off), so that the components
+      stay on the cells while the latent moves;
     * the Gumbel-softmax temperature of a mixture posterior is annealed
       geometrically from ``gumbel_temperature[0]`` to ``gumbel_temperature[1]`` over
       ``n_epochs_gumbel_anneal`` epochs;
@@ -48,6 +50,17 @@ class MixTrainingPlan(TrainingPlan):
         Learning rate of the prior's parameters relative to ``lr``. The mixture is fitted
         to a latent that keeps moving; at the networks' learning rate its means lag
         behind the cells (Adam moves a parameter by about ``lr`` per step).
+    refit_every
+        Epochs between EM refits of the mixture (``None`` or ``0``: no refits).
+    n_refit_iter
+        EM iterations per refit (the final refit runs three times as many).
+    final_refit
+        Refit the mixture once more when training ends, so the clusters describe the
+        final latent.
+    min_component_fraction
+        A free component holding less than this fraction of the cells is switched off at
+        a refit.
+
     **kwargs
         Passed to :class:`~scvi.train.TrainingPlan` (``lr``, ``n_epochs_kl_warmup``, ...).
     """
@@ -61,6 +74,10 @@ class MixTrainingPlan(TrainingPlan):
         gumbel_temperature: tuple[float, float] = (1.0, 0.3),
         n_epochs_gumbel_anneal: int = 100,
         prior_lr_factor: float = 10.0,
+        refit_every: int | None = None,
+        n_refit_iter: int = 3,
+        final_refit: bool = True,
+        min_component_fraction: float = 0.0,
         **kwargs,
     ):
         super().__init__(module, **kwargs)
@@ -69,6 +86,11 @@ class MixTrainingPlan(TrainingPlan):
         self.n_prior_init_cells = n_prior_init_cells
         self.gumbel_temperature = gumbel_temperature
         self.n_epochs_gumbel_anneal = max(int(n_epochs_gumbel_anneal), 1)
+        self.refit_every = refit_every
+        self.n_refit_iter = n_refit_iter
+        self.final_refit = final_refit
+        self.min_component_fraction = min_component_fraction
+        self.mixture_fits: list = []
         self._epoch_sums: dict = {}
         self._finite_flag: torch.Tensor | None = None
         self._steps_since_check = 0
@@ -100,12 +122,20 @@ class MixTrainingPlan(TrainingPlan):
         it was, so inference before ``train()`` would otherwise train in eval mode."""
         self.module.train()
 
+    def on_train_end(self) -> None:
+        """A last EM refit, so the mixture (and its clusters) describe the final latent."""
+        layer = self.module.prior_layer
+        if self.final_refit and layer.is_mixture and layer.initialized and not self._prior_frozen():
+            self.refit_prior(n_iter=3 * self.n_refit_iter, kind="final")
+
     # -- hooks -------------------------------------------------------------------------------
     def _prepare_epoch(self) -> None:
         """Initialise the mixture when due and set this epoch's Gumbel temperature."""
         layer = self.module.prior_layer
         if layer.is_mixture and not layer.initialized and self.current_epoch >= self.prior_init_epoch:
             self.initialize_prior()
+        elif layer.is_mixture and layer.initialized and self._refit_due():
+            self.refit_prior()
         if hasattr(self.module, "set_gumbel_temperature"):
             start, end = self.gumbel_temperature
             frac = min(self.current_epoch / self.n_epochs_gumbel_anneal, 1.0)
@@ -199,6 +229,10 @@ class MixTrainingPlan(TrainingPlan):
             metric.reset()
         for name, value in values.items():
             self.log(name, value, on_step=False, on_epoch=True, sync_dist=self.use_sync_dist)
+        layer = self.module.prior_layer
+        if layer.is_mixture:
+            self.log("n_components_active_train", float(layer.prior.n_active), on_step=False,
+                     on_epoch=True, sync_dist=self.use_sync_dist)
         sums = getattr(self, "_epoch_sums", {})
         n = sums.pop("_n_obs", 0)
         for key, total in sums.items():
@@ -291,46 +325,6 @@ class MixTrainingPlan(TrainingPlan):
         state = checkpoint.get("mixvi_rng_state")
         if state is not None:
             _set_rng_state(state)
-
-    # -- mixture initialisation --------------------------------------------------------------
-    @torch.no_grad()
-    def initialize_prior(self) -> None:
-        """Fit the mixture to posterior means of training cells (k-means), on every rank alike."""
-        layer = self.module.prior_layer
-        latent, latent_var, components = self._collect_latent()
-        layer.prior.initialize_from_latent(
-            latent, components, seed=settings.seed or 0, latent_var=latent_var,
-            n_label_components=layer.n_label_components,
-        )
-        layer.mark_initialized()
-        strategy = getattr(self.trainer, "strategy", None)
-        if strategy is not None and getattr(self.trainer, "world_size", 1) > 1:
-            # each rank saw other cells: take rank 0's mixture everywhere
-            state = strategy.broadcast({k: v.cpu() for k, v in layer.prior.state_dict().items()})
-            layer.prior.load_state_dict(state)
-
-    def _collect_latent(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        module = self.module
-        was_training = module.training
-        module.eval()
-        latents, variances, comps, n = [], [], [], 0
-        for tensors in self.trainer.train_dataloader:
-            tensors = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in tensors.items()}
-            out = module.inference(**module._get_inference_input(tensors))
-            latents.append(out["qz"].loc.cpu().numpy())
-            variances.append(out["qz"].scale.pow(2).cpu().numpy())
-            known = module.prior_layer.known_components(tensors.get(REGISTRY_KEYS.LABELS_KEY))
-            if known is not None:
-                comps.append(known.cpu().numpy())
-            n += latents[-1].shape[0]
-            if n >= self.n_prior_init_cells:
-                break
-        module.train(was_training)
-        latent = np.concatenate(latents)
-        if not np.isfinite(latent).all():
-            warnings.warn("Non-finite latent values while initialising the mixture.", stacklevel=2)
-            latent = np.nan_to_num(latent)
-        return latent, np.concatenate(variances), (np.concatenate(comps) if comps else None)
 
 
 __all__ = ["MixTrainingPlan"]

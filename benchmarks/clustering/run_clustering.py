@@ -1,0 +1,326 @@
+"""Are the mixture's own clusters the best clustering of their latent? (issue: "The mixture is
+the clustering").
+
+Rerun (writes ``runs/*.json``, ``results.csv``, ``results.md`` tables and ``results.png``)::
+
+    python benchmarks/clustering/run_clustering.py                 # all runs, 2 at a time
+    python benchmarks/clustering/run_clustering.py --report-only   # tables from runs/
+
+Data: Kang IFN-beta PBMC (5 types, ctrl/stim), SNARE-seq RNA (23 fine types, 15 coarse;
+``Mis`` excluded from every label score), SNARE-seq RNA + ATAC (MultiMixVI, joint latent).
+
+Methods, each with 3 seeds:
+
+* ``mixvi``: MixVI at its defaults (``n_components="auto"``, Leiden resolution 1 on the
+  batch-balanced graph, EM refits); its own clusters, and on its latent k-means with the
+  true number of types and Leiden at scanpy's defaults;
+* ``mixvi_bb``: the same with the batch-balance penalty (``batch_balance_weight``);
+* ``mixvi_normal``: ``prior="normal"`` (scVI's prior, same networks): scIB reference;
+* ``mixvi_tree``: ``prior="hierarchical"`` (SNARE RNA): each tree level against the fine and
+  the coarse labels, beside a Ward tree of Leiden clusters cut to the same sizes;
+* ``scvi``: scvi-tools' SCVI at its defaults + Leiden at scanpy's defaults;
+* ``multimixvi``: MultiMixVI at its defaults (early stopping) on SNARE RNA + ATAC, joint
+  latent.
+
+Epochs: the models' defaults on Kang (400 for 1,556 cells) and for MultiMixVI (early
+stopping); 100 for every model on SNARE RNA (the default heuristic would run 400 epochs of
+10,309 cells per run, which does not fit the 2-core budget of this benchmark; every model
+gets the same 100).
+
+Calibration: a cell is *right* when its label is the majority label of its cluster;
+``ece`` is the expected calibration error of the cluster confidence
+(:func:`mixvi.metrics.cluster_calibration`), for the default responsibilities (posterior
+uncertainty integrated out) and for point responsibilities at the posterior mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RUNS = HERE / "runs"
+SEEDS = (0, 1, 2)
+JOBS = [
+    ("kang", "mixvi"), ("kang", "mixvi_bb"), ("kang", "mixvi_normal"), ("kang", "scvi"),
+    ("snare_rna", "mixvi"), ("snare_rna", "mixvi_bb"), ("snare_rna", "mixvi_normal"),
+    ("snare_rna", "mixvi_tree"), ("snare_rna", "scvi"), ("snare_joint", "multimixvi"),
+]
+BATCH_BALANCE_WEIGHT = 10.0
+SNARE_EPOCHS = 100
+
+
+# ---------------------------------------------------------------------------------- data
+def load(dataset: str):
+    import mixvi
+
+    if dataset == "kang":
+        return mixvi.datasets.kang_pbmc_ifnb()
+    if dataset == "snare_rna":
+        return mixvi.datasets.snareseq_mouse_cortex_rna()
+    return mixvi.datasets.snareseq_mouse_cortex()
+
+
+def labels_of(adata) -> tuple[np.ndarray, np.ndarray]:
+    fine = adata.obs["cell_type"].astype(str).to_numpy()
+    coarse = adata.obs.get("cell_type_coarse", adata.obs["cell_type"]).astype(str).to_numpy()
+    return fine, coarse
+
+
+# ---------------------------------------------------------------------------------- scores
+def leiden_scanpy(latent: np.ndarray, seed: int) -> np.ndarray:
+    """Leiden at scanpy's defaults (15-NN UMAP graph, resolution 1) on an embedding."""
+    import anndata as ad
+    import scanpy as sc
+
+    holder = ad.AnnData(np.zeros((len(latent), 0), dtype=np.float32), obsm={"z": latent})
+    sc.pp.neighbors(holder, use_rep="z", random_state=seed)
+    sc.tl.leiden(holder, random_state=seed, flavor="igraph", n_iterations=2, directed=False)
+    return holder.obs["leiden"].astype(str).to_numpy()
+
+
+def score_partition(pred, fine, coarse, prefix: str) -> dict:
+    from mixvi.metrics import cluster_agreement
+
+    out = {}
+    for name, truth in (("", fine), ("_coarse", coarse)):
+        agree = cluster_agreement(pred, truth, exclude=["Mis"])
+        out[f"{prefix}_ari{name}"], out[f"{prefix}_nmi{name}"] = agree["ari"], agree["nmi"]
+    keep = fine != "Mis"
+    out[f"{prefix}_k"] = int(len(np.unique(np.asarray(pred)[keep])))
+    return out
+
+
+def score_latent(latent, fine, coarse, batch, seed: int) -> dict:
+    from sklearn.cluster import KMeans
+
+    keep = fine != "Mis"
+    n_types = len(np.unique(fine[keep]))
+    out = {"n_types": n_types, "n_types_coarse": len(np.unique(coarse[keep]))}
+    km = KMeans(n_types, n_init=10, random_state=seed).fit(latent).labels_
+    out.update(score_partition(km, fine, coarse, "kmeans"))
+    out.update(score_partition(leiden_scanpy(latent, seed), fine, coarse, "leiden"))
+    return out
+
+
+def batch_dependence(pred, batch) -> float:
+    """Normalised mutual information between cluster and batch (0: every cluster holds the
+    batches in the data's proportions)."""
+    from sklearn.metrics import normalized_mutual_info_score
+
+    return float(normalized_mutual_info_score(batch, pred))
+
+
+def scib(adata, latent, key: str) -> dict:
+    import scanpy as sc
+
+    from mixvi.metrics import integration_scores
+
+    view = adata.copy()
+    view.X = view.layers["counts"].copy()
+    sc.pp.normalize_total(view)
+    sc.pp.log1p(view)
+    sc.pp.pca(view, n_comps=50, random_state=0)
+    view.obsm[key] = latent
+    keep = view.obs["cell_type"].astype(str).to_numpy() != "Mis"
+    view = view[keep].copy()
+    scores = integration_scores(view, key, "batch", "cell_type", pre_integrated_key="X_pca")
+    return {f"scib_{k.lower().replace(' ', '_')}": v for k, v in scores.items()}
+
+
+# ---------------------------------------------------------------------------------- one run
+def run(dataset: str, method: str, seed: int) -> dict:
+    warnings.filterwarnings("ignore")
+    import logging
+
+    logging.getLogger("mixvi").setLevel(logging.WARNING)
+    import torch
+
+    torch.set_num_threads(1)
+    import scvi
+
+    import mixvi
+    from mixvi.metrics import cluster_calibration
+
+    scvi.settings.seed = seed
+    data = load(dataset)
+    adata = data if dataset != "snare_joint" else data
+    fine, coarse = labels_of(adata)
+    batch = adata.obs["batch"].astype(str).to_numpy()
+    epochs = SNARE_EPOCHS if dataset == "snare_rna" else None
+    out = {"dataset": dataset, "method": method, "seed": seed, "n_cells": int(adata.n_obs)}
+    t0 = time.perf_counter()
+    if method == "scvi":
+        scvi.model.SCVI.setup_anndata(adata, layer="counts", batch_key="batch")
+        model = scvi.model.SCVI(adata)
+        model.train(max_epochs=epochs, enable_progress_bar=False)
+        out["train_s"] = time.perf_counter() - t0
+        latent = model.get_latent_representation()
+        out.update(score_latent(latent, fine, coarse, batch, seed))
+        out.update(scib(adata, latent, "X_scvi"))
+        return out
+    if method == "multimixvi":
+        mixvi.MultiMixVI.setup_mudata(adata, batch_key="batch")
+        model = mixvi.MultiMixVI(adata)
+        model.train(enable_progress_bar=False)
+    else:
+        kwargs = {"mixvi_bb": {"batch_balance_weight": BATCH_BALANCE_WEIGHT},
+                  "mixvi_normal": {"prior": "normal"},
+                  "mixvi_tree": {"prior": "hierarchical"}}.get(method, {})
+        mixvi.MixVI.setup_anndata(adata, layer="counts", batch_key="batch")
+        model = mixvi.MixVI(adata, **kwargs)
+        model.train(max_epochs=epochs, enable_progress_bar=False)
+    out["train_s"] = time.perf_counter() - t0
+    out["epochs"] = int(len(model.history["elbo_train"]))
+    latent = model.get_latent_representation()
+    out.update(score_latent(latent, fine, coarse, batch, seed))
+    if dataset != "snare_joint":
+        out.update(scib(adata, latent, "X_mixvi"))
+    if method == "mixvi_normal":
+        return out
+    clusters = model.get_cluster_assignments()
+    own = clusters["cluster"].astype(str).to_numpy()
+    out.update(score_partition(own, fine, coarse, "own"))
+    out["own_batch_nmi"] = batch_dependence(own, batch)
+    out["leiden_batch_nmi"] = batch_dependence(leiden_scanpy(latent, seed), batch)
+    cal = cluster_calibration(clusters["confidence"].to_numpy(), own, fine, exclude=["Mis"])
+    out["ece"], out["mean_confidence"], out["purity"] = cal["ece"], cal["mean_confidence"], cal["accuracy"]
+    # point responsibilities at the posterior mean, for comparison
+    prior = model.module.prior
+    with torch.no_grad():
+        point = prior.responsibilities(torch.as_tensor(latent)).numpy()
+    if method != "mixvi_tree":
+        point = point[:, prior.active.numpy()]
+    cal = cluster_calibration(point.max(1), own, fine, exclude=["Mis"])
+    out["ece_point"] = cal["ece"]
+    if method == "mixvi_tree":
+        out.update(tree_levels(model, latent, fine, coarse, seed))
+    return out
+
+
+def tree_levels(model, latent, fine, coarse, seed: int) -> dict:
+    """ARI of every tree level, and of a Ward tree of Leiden clusters cut to the same sizes."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    from mixvi.metrics import cluster_agreement
+
+    out = {}
+    leiden = leiden_scanpy(latent, seed)
+    names = np.unique(leiden)
+    centres = np.stack([latent[leiden == n].mean(0) for n in names])
+    tree = linkage(centres, method="ward")
+    for level in model.cluster_levels:
+        own = model.get_cluster_assignments(level=level)["cluster"].astype(str).to_numpy()
+        k = len(np.unique(own))
+        cut = fcluster(tree, t=min(k, len(names)), criterion="maxclust")
+        ward = cut[np.searchsorted(names, leiden)]
+        for name, truth in (("fine", fine), ("coarse", coarse)):
+            out[f"tree_l{level}_{name}_ari"] = cluster_agreement(own, truth, exclude=["Mis"])["ari"]
+            out[f"ward_l{level}_{name}_ari"] = cluster_agreement(ward, truth, exclude=["Mis"])["ari"]
+        out[f"tree_l{level}_k"] = k
+    return out
+
+
+# ---------------------------------------------------------------------------------- driver
+def launch(dataset: str, method: str, seed: int) -> None:
+    path = RUNS / f"{dataset}_{method}_s{seed}.json"
+    if path.exists():
+        return
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, __file__, "--one", dataset, method, str(seed)]
+    t0 = time.time()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"FAILED {dataset} {method} {seed}:\n{done.stderr[-3000:]}", flush=True)
+        return
+    print(f"done {dataset} {method} seed {seed} in {time.time() - t0:.0f}s", flush=True)
+
+
+def report() -> None:
+    import pandas as pd
+
+    rows = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
+    if not rows:
+        print("no runs")
+        return
+    df = pd.DataFrame(rows)
+    df.to_csv(HERE / "results.csv", index=False)
+    cols = ["own_ari", "own_ari_coarse", "own_k", "kmeans_ari", "leiden_ari", "leiden_k",
+            "own_batch_nmi", "ece", "ece_point", "scib_batch_correction",
+            "scib_bio_conservation", "scib_total", "train_s"]
+    cols = [c for c in cols if c in df]
+    mean = df.groupby(["dataset", "method"])[cols].mean()
+    sd = df.groupby(["dataset", "method"])[cols].std()
+    n = df.groupby(["dataset", "method"]).size()
+    table = mean.round(3).astype(str) + " ± " + sd.round(3).astype(str)
+    table["seeds"] = n
+    print(table.to_string())
+    (HERE / "table.md").write_text(table.to_markdown())
+    tree = [c for c in df.columns if c.startswith(("tree_l", "ward_l"))]
+    if tree:
+        t = df[df["method"] == "mixvi_tree"][tree].mean().round(3)
+        print(t.to_string())
+        (HERE / "tree.md").write_text(t.to_frame("mean over seeds").to_markdown())
+    plot(df)
+
+
+def plot(df) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = df[df["method"].isin(["mixvi", "mixvi_bb", "multimixvi", "scvi"])]
+    panels = [("own_ari", "own clusters"), ("kmeans_ari", "k-means, true K"),
+              ("leiden_ari", "Leiden (scanpy defaults)")]
+    datasets = list(dict.fromkeys(data["dataset"]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], datasets):
+        sub = data[data["dataset"] == name]
+        methods = list(dict.fromkeys(sub["method"]))
+        x = np.arange(len(methods))
+        for i, (col, label) in enumerate(panels):
+            vals = [sub[sub["method"] == m][col].mean() if col in sub else np.nan for m in methods]
+            err = [sub[sub["method"] == m][col].std() if col in sub else 0 for m in methods]
+            ax.bar(x + (i - 1) * 0.27, vals, 0.27, yerr=err, label=label)
+        ax.set_xticks(x, methods, rotation=20, fontsize=8)
+        ax.set_title(f"{name}: ARI vs labels (Mis excluded)", fontsize=9)
+        ax.set_ylim(0, 1)
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(HERE / "results.png", dpi=120)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--one", nargs=3, metavar=("DATASET", "METHOD", "SEED"), help=argparse.SUPPRESS)
+    p.add_argument("--report-only", action="store_true")
+    p.add_argument("--parallel", type=int, default=2)
+    p.add_argument("--only", default=None, help="comma-separated datasets to run")
+    a = p.parse_args()
+    if a.one:
+        dataset, method, seed = a.one
+        res = run(dataset, method, int(seed))
+        RUNS.mkdir(exist_ok=True)
+        (RUNS / f"{dataset}_{method}_s{seed}.json").write_text(json.dumps(res, default=float))
+        return
+    if not a.report_only:
+        RUNS.mkdir(exist_ok=True)
+        wanted = set(a.only.split(",")) if a.only else None
+        jobs = [(d, m, s) for s in SEEDS for d, m in JOBS if wanted is None or d in wanted]
+        with ThreadPoolExecutor(a.parallel) as pool:
+            list(pool.map(lambda j: launch(*j), jobs))
+    report()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Fitting the mixture to the cells: Leiden-chosen K, EM refits on the aggregated posterior,
+pruning, and the training-time schedule of both."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scvi
+import torch
+
+import mixvi
+from mixvi.priors import (
+    GaussianMixturePrior,
+    HierarchicalGaussianMixturePrior,
+    em_refit,
+    expected_log_resp,
+    leiden_assignments,
+)
+
+from helpers import FAST_TRAIN, history, make_counts
+
+torch.set_num_threads(1)
+
+
+def _blobs(sizes=(300, 200, 150, 100, 50), d=8, spread=0.7, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 6, (len(sizes), d))
+    latent = np.concatenate([c + rng.standard_normal((n, d)) * spread
+                             for c, n in zip(centres, sizes, strict=True)])
+    truth = np.repeat(np.arange(len(sizes)), sizes)
+    return latent.astype(np.float64), np.full_like(latent, 0.01), truth, centres
+
+
+def _jensen_bound(prior, latent, latent_var) -> float:
+    means, stds, weights, active = prior.free_components()
+    with np.errstate(divide="ignore"):
+        log_r = expected_log_resp(latent, latent_var, np.log(weights), means, stds**2)
+    log_r[:, ~active] = -np.inf
+    top = log_r.max(1)
+    return float(np.mean(top + np.log(np.exp(log_r - top[:, None]).sum(1))))
+
+
+def test_leiden_reads_the_number_of_clusters_from_the_data():
+    latent, _, truth, _ = _blobs()
+    for resolution in (0.3, 1.0):
+        found = leiden_assignments(latent, resolution)
+        assert found.max() + 1 == 5
+        # the same partition as the truth, up to names; largest community first
+        assert np.array_equal(found, truth)
+    small = leiden_assignments(latent, 1.0, min_size=120)  # communities of 100 and 50 cells
+    assert small.max() + 1 == 3  # ... join their nearest kept community
+    assert leiden_assignments(latent, 1.0, max_clusters=2).max() + 1 == 2
+
+
+def test_auto_initialisation_switches_off_unneeded_components():
+    latent, latent_var, truth, centres = _blobs()
+    prior = GaussianMixturePrior(8, 12)
+    prior.initialize_from_latent(latent.astype(np.float32), latent_var=latent_var, resolution=1.0)
+    assert prior.n_active == 5
+    means = prior.means.detach().numpy()[prior.active.numpy()]
+    # each component on one cluster centre (the smallest cluster has 50 cells of sd 0.7)
+    assert np.linalg.norm(means[:, None] - centres[None], axis=-1).min(1).max() < 0.5
+    resp = prior.responsibilities(torch.as_tensor(latent, dtype=torch.float32))
+    assert float(resp[:, ~prior.active].sum()) == 0.0  # switched-off components take no cells
+
+
+def test_em_refit_moves_components_onto_the_cells_and_never_lowers_the_bound():
+    latent, latent_var, truth, centres = _blobs(sizes=(200, 200, 200))
+    prior = GaussianMixturePrior(8, 3)
+    prior.initialize_from_latent(latent.astype(np.float32), latent_var=latent_var)
+    with torch.no_grad():  # one component stranded far away, one spanning two clusters
+        prior.means[0] = torch.full((8,), 30.0)
+        prior.means[1] = torch.as_tensor((centres[0] + centres[1]) / 2, dtype=torch.float32)
+        prior.raw_scales.fill_(2.0)
+    bounds = [_jensen_bound(prior, latent, latent_var)]
+    for _ in range(15):
+        em_refit(prior, latent, latent_var, n_iter=1)
+        bounds.append(_jensen_bound(prior, latent, latent_var))
+    assert np.all(np.diff(bounds) > -1e-6), bounds
+    means = prior.means.detach().numpy()
+    assert np.linalg.norm(means[:, None] - centres[None], axis=-1).min(0).max() < 0.3, means
+    labels = prior.responsibilities(torch.as_tensor(latent, dtype=torch.float32)).argmax(1)
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score(truth, labels.numpy()) > 0.99
+
+
+def test_em_refit_prunes_empty_free_components_but_keeps_label_components():
+    latent, latent_var, truth, _ = _blobs(sizes=(300, 300))
+    prior = GaussianMixturePrior(8, 4)
+    prior.initialize_from_latent(latent.astype(np.float32), latent_var=latent_var)
+    with torch.no_grad():
+        prior.means[2:] = 40.0  # two components no cell is near
+    # component 3 is a label component with no cell in this batch of cells: never pruned
+    component = np.full(len(latent), -1)
+    stats = em_refit(prior, latent, latent_var, component, n_label_components=0,
+                     n_iter=2, min_fraction=0.01)
+    assert stats["n_active"] == 2 and sorted(stats["pruned"]) == [2, 3]
+    prior2 = GaussianMixturePrior(8, 4)
+    prior2.initialize_from_latent(latent.astype(np.float32), latent_var=latent_var)
+    with torch.no_grad():
+        prior2.means[3] = 40.0
+    stats = em_refit(prior2, latent, latent_var, component, n_label_components=4,
+                     n_iter=2, min_fraction=0.01)
+    assert stats["n_active"] == 4 and stats["pruned"] == []
+
+
+def test_em_refit_keeps_fixed_scales_of_the_tree_prior():
+    latent, latent_var, _, _ = _blobs(sizes=(200, 200, 200, 200))
+    prior = HierarchicalGaussianMixturePrior(8, 4)  # scales fixed at 1 by default
+    prior.initialize_from_latent(latent.astype(np.float32), latent_var=latent_var)
+    em_refit(prior, latent, latent_var, n_iter=3)
+    _, _, scales = prior.component_params()
+    np.testing.assert_allclose(scales.detach().numpy(), 1.0, atol=2e-3)
+    assert prior.n_levels >= 2  # the tree is rebuilt over the refitted leaves
+
+
+def test_training_chooses_k_refits_and_reports_it():
+    scvi.settings.seed = 0
+    adata = make_counts(n_cells=600, n_genes=300, n_types=4, batch_shift=0.2)
+    mixvi.MixVI.setup_anndata(adata, layer="counts", batch_key="batch")
+    model = mixvi.MixVI(adata, n_latent=4, n_hidden=32)  # n_components="auto"
+    assert model.module.prior.n_components == 30  # capacity: one per 20 cells
+    model.train(max_epochs=40, **FAST_TRAIN)
+    active = history(model, "n_components_active_train")
+    # fitted at the end of the KL warm-up (epoch 10), K read from the data, then components
+    # that EM drives onto the same cells are merged
+    assert (active[:10] == 30).all() and (active[10:] < 30).all()
+    assert np.all(np.diff(active[10:]) <= 0)
+    assert model.module.prior.n_active == 4  # the four cell types
+    summary = model.mixture_summary()
+    assert len(summary) == model.module.prior.n_active
+    assert summary["n_cells"].sum() == adata.n_obs
+    clusters = model.get_cluster_assignments()
+    assert clusters.filter(like="prob_").shape[1] == len(summary)
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score(adata.obs["cell_type"], clusters["cluster"]) > 0.95
+    with pytest.raises(ValueError, match="n_components must be one of"):
+        mixvi.MixVI(adata, n_components="many")
+    with pytest.raises(ValueError, match="resolution must be"):
+        mixvi.MixVI(adata, resolution=0.0)
+
+
+def test_batch_mutual_information_matches_the_closed_form():
+    from mixvi.module import PriorLayer
+
+    # batch 0: all cells on component 0; batch 1: all on component 1 -> I = H(s) = log 2
+    resp = torch.tensor([[1.0, 0], [1.0, 0], [0, 1.0], [0, 1.0]])
+    batch = torch.tensor([[0], [0], [1], [1]])
+    mi = PriorLayer.batch_mutual_information(resp, batch, 2)
+    torch.testing.assert_close(mi, torch.tensor(np.log(2), dtype=torch.float32), atol=1e-5, rtol=0)
+    # components independent of batch -> 0; a general case against the definition
+    assert float(PriorLayer.batch_mutual_information(torch.full((4, 2), 0.5), batch, 2)) < 1e-6
+    g = torch.Generator().manual_seed(0)
+    resp = torch.softmax(torch.randn(30, 4, generator=g), 1).requires_grad_()
+    batch = torch.randint(0, 3, (30, 1), generator=g)
+    joint = torch.stack([resp[batch[:, 0] == s].sum(0) for s in range(3)]) / 30  # p(s, c)
+    p_s, p_c = joint.sum(1, keepdim=True), joint.sum(0, keepdim=True)
+    expected = (joint * torch.log(joint / (p_s * p_c))).sum()
+    mi = PriorLayer.batch_mutual_information(resp, batch, 3)
+    torch.testing.assert_close(mi, expected, atol=1e-6, rtol=1e-5)
+    mi.backward()
+    assert resp.grad.abs().sum() > 0  # the penalty reaches the responsibilities
+
+
+def test_cluster_calibration_against_hand_counts():
+    from mixvi.metrics import cluster_calibration
+
+    truth = np.array(["a"] * 6 + ["b"] * 4)
+    clusters = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])  # cluster 1: majority b (4 of 6)
+    conf = np.array([0.95] * 4 + [0.55] * 6)
+    out = cluster_calibration(conf, clusters, truth, n_bins=10)
+    # bin [0.9, 1]: 4 right of 4 at 0.95; bin [0.5, 0.6): 4 right of 6 at 0.55
+    assert out["accuracy"] == pytest.approx(0.8)
+    expected_ece = (4 * abs(1 - 0.95) + 6 * abs(4 / 6 - 0.55)) / 10
+    assert out["ece"] == pytest.approx(expected_ece)
+    assert out["bins"]["n_cells"].tolist() == [6, 4]
+
+
+def test_batch_balanced_graph_does_not_count_batches_as_clusters():
+    """Two cell types in two batches, the batch shifting every cell a little: the plain kNN
+    graph splits each type by batch, the batch-balanced one keeps types together."""
+    from mixvi.priors import batch_balanced_knn
+
+    rng = np.random.default_rng(0)
+    types = np.repeat([0, 1], 200)
+    batch = np.tile([0, 1], 200)
+    centres = np.array([[0.0] * 6, [8.0] + [0.0] * 5])
+    shift = np.array([0, 2.5, 0, 0, 0, 0])
+    latent = centres[types] + batch[:, None] * shift + 0.4 * rng.standard_normal((400, 6))
+    graph = batch_balanced_knn(latent, batch, n_neighbors=10)
+    assert (graph != graph.T).nnz == 0 and graph.diagonal().sum() == 0
+    rows = graph.tocsr()
+    cross = np.array([(batch[rows[i].indices] != batch[i]).mean() for i in range(400)])
+    assert cross.mean() > 0.4  # about half of every cell's neighbours come from the other batch
+    plain = leiden_assignments(latent, 0.5)
+    balanced = leiden_assignments(latent, 0.5, batch=batch)
+    from sklearn.metrics import adjusted_rand_score
+
+    assert plain.max() + 1 >= 4  # type x batch
+    assert balanced.max() + 1 == 2 and adjusted_rand_score(types, balanced) == 1.0
