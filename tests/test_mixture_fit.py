@@ -105,6 +105,25 @@ def test_em_refit_prunes_empty_free_components_but_keeps_label_components():
     assert stats["n_active"] == 4 and stats["pruned"] == []
 
 
+def test_em_refit_with_fixed_k_reseeds_components_driven_onto_one_group():
+    latent, latent_var, truth, centres = _blobs(sizes=(300, 200, 150))
+    prior = GaussianMixturePrior(8, 3)
+    prior.initialize_from_latent(latent.astype(np.float32), latent_var=latent_var)
+    with torch.no_grad():  # all three components on the global mean: EM cannot split them
+        prior.means[:] = torch.as_tensor(latent.mean(0), dtype=torch.float32)
+        prior.raw_scales[:] = prior.raw_scales[0].clone()
+    auto = GaussianMixturePrior(8, 3)
+    auto.load_state_dict(prior.state_dict())
+    stats = em_refit(prior, latent, latent_var, n_iter=2, switch_off=False)
+    assert stats["reseeded"] and stats["n_active"] == 3
+    means = prior.means.detach().numpy()
+    # the asked-for three components now sit on the three groups
+    assert np.linalg.norm(means[:, None] - centres[None], axis=-1).min(0).max() < 0.5
+    # with switching off allowed (n_components="auto") the duplicates are merged instead
+    stats = em_refit(auto, latent, latent_var, n_iter=2, switch_off=True)
+    assert not stats["reseeded"] and stats["n_active"] == 1
+
+
 def test_em_refit_keeps_fixed_scales_of_the_tree_prior():
     latent, latent_var, _, _ = _blobs(sizes=(200, 200, 200, 200))
     prior = HierarchicalGaussianMixturePrior(8, 4)  # scales fixed at 1 by default

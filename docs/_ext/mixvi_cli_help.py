@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import os
 
-from docutils import nodes
-from docutils.parsers.rst import Directive
-
 
 def cli_help(command: str | None = None, width: int = 90) -> str:
     """Help text of ``mixvi`` (``command=None``) or of one sub-command, ``width`` columns."""
@@ -33,20 +30,27 @@ def cli_help(command: str | None = None, width: int = 90) -> str:
             os.environ["COLUMNS"] = old
 
 
-class CliHelp(Directive):
-    """Insert the help text of ``mixvi`` or of ``mixvi COMMAND`` as a literal block."""
+def _directive():
+    """The directive class; docutils is imported here so :func:`cli_help` works without it."""
+    from docutils import nodes
+    from docutils.parsers.rst import Directive
 
-    optional_arguments = 1
-    has_content = False
+    class CliHelp(Directive):
+        """Insert the help text of ``mixvi`` or of ``mixvi COMMAND`` as a literal block."""
 
-    def run(self) -> list[nodes.Node]:
-        command = self.arguments[0] if self.arguments else None
-        text = cli_help(command)
-        block = nodes.literal_block(text, text)
-        block["language"] = "text"
-        return [block]
+        optional_arguments = 1
+        has_content = False
+
+        def run(self) -> list[nodes.Node]:
+            command = self.arguments[0] if self.arguments else None
+            text = cli_help(command)
+            block = nodes.literal_block(text, text)
+            block["language"] = "text"
+            return [block]
+
+    return CliHelp
 
 
 def setup(app):
-    app.add_directive("mixvi-cli-help", CliHelp)
+    app.add_directive("mixvi-cli-help", _directive())
     return {"parallel_read_safe": True, "parallel_write_safe": True}

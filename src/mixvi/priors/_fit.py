@@ -415,7 +415,9 @@ def em_refit(
 
     Returns
     -------
-    ``{"n_active": ..., "pruned": [...], "mean_log_lik": ...}`` after the refit.
+    ``{"n_active": ..., "pruned": [...], "mean_log_lik": ..., "reseeded": ...}`` after the
+    refit; ``reseeded`` says a fixed number of components was re-placed by k-means because
+    EM had driven two onto the same cells.
     """
     means, stds, weights, active = prior.free_components()
     latent = np.asarray(latent, dtype=np.float64)
@@ -456,6 +458,45 @@ def em_refit(
             pruned += np.where(drop)[0].tolist()
             active = active & ~drop
             weights = np.where(active, weights, 0.0)
+    reseeded = False
+    if not switch_off and _has_duplicates(means, variances, active, n_label_components):
+        # a fixed number of components stays as many distinct clusters: where EM drove two
+        # onto one group (a latent with less structure than components), start them again
+        # from k-means on the current latent instead
+        means, variances, weights = _kmeans_components(
+            latent, latent_var, known, len(weights), n_label_components, means, variances,
+            weights, prior.learns_scales,
+        )
+        reseeded = True
     weights = np.where(active, np.maximum(weights, 1e-6), 0.0)
     prior.set_components(means, np.sqrt(variances), weights / weights.sum(), active)
-    return {"n_active": int(active.sum()), "pruned": pruned, "mean_log_lik": log_lik}
+    return {"n_active": int(active.sum()), "pruned": pruned, "mean_log_lik": log_lik,
+            "reseeded": reseeded}
+
+
+def _has_duplicates(means, variances, active, n_label_components) -> bool:
+    on = np.where(active & (np.arange(len(active)) >= n_label_components))[0]
+    if len(on) < 2:
+        return False
+    skl = symmetric_kl_matrix(means[on], variances[on])
+    return bool((skl[np.triu_indices(len(on), 1)] < DUPLICATE_KL).any())
+
+
+def _kmeans_components(latent, latent_var, known, n_components, n_label_components,
+                       means, variances, weights, learns_scales):
+    """Means, variances and weights of a k-means fit of all components (labels kept)."""
+    # cells in a canonical order: the training loader hands them over shuffled, and k-means
+    # must not depend on that order (a run resumed from a checkpoint sees another order)
+    order = np.lexsort(latent.T[::-1])
+    assign = np.empty(latent.shape[0], dtype=np.int64)
+    assign[order] = kmeans_assignments(latent[order], n_components,
+                                       None if known is None else known[order], n_label_components)
+    resp = np.zeros((latent.shape[0], n_components))
+    resp[np.arange(latent.shape[0]), assign] = 1.0
+    new_means, new_stds, mass = moment_match(latent, latent_var, resp)
+    filled = mass > 0
+    means = np.where(filled[:, None], new_means, means)
+    if learns_scales:
+        variances = np.where(filled[:, None], new_stds**2, variances)
+    weights = np.where(filled, mass, weights)
+    return means, variances, weights
