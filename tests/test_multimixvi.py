@@ -353,3 +353,27 @@ def test_snareseq_mosaic_third_rna_third_atac(snare_split):
     zr = model.get_latent_representation(mte, modality="rna")
     za = model.get_latent_representation(mte, modality="atac")
     assert M.foscttm(zr, za) < 0.19
+
+
+def test_mixture_posterior_trains_aligns_and_clusters(tiny):
+    """posterior="mixture": each modality's q(c|x) q(z|x,c); clusters from q(c|x)."""
+    import scvi
+
+    scvi.settings.seed = 0
+    mixvi.MultiMixVI.setup_mudata(tiny, batch_key="batch")
+    model = mixvi.MultiMixVI(tiny, n_latent=4, n_hidden=32, n_components=4, posterior="mixture")
+    model.train(max_epochs=8, prior_init_epoch=2, **FAST)
+    h = model.history
+    assert np.isfinite(h["elbo_train"].to_numpy(dtype=float)).all()
+    assert h["elbo_train"].iloc[-1, 0] < h["elbo_train"].iloc[0, 0]
+    probs = model.get_cluster_assignments().filter(like="prob_").to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    tensors = next(iter(model._make_data_loader(tiny, batch_size=64)))
+    model.module.eval()
+    with torch.no_grad():
+        inf = model.module.inference(**model.module._get_inference_input(tensors))
+    # the joint probabilities are the mean of the two modalities' q(c|x) for paired cells
+    paired = (inf["has_rna"] * inf["has_atac"]).bool()
+    expected = (inf["probs_rna"] + inf["probs_atac"])[paired] / 2
+    torch.testing.assert_close(model.module.cluster_probabilities(inf)[paired], expected)
+    assert np.isfinite(model.predict_rna_from_atac(tiny).X).all()

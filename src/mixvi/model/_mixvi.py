@@ -320,7 +320,6 @@ class MixVI(
             max_epochs, n_epochs_kl_warmup, prior_init_epoch, self.adata.n_obs, early_stopping
         )
         plan["gumbel_temperature"] = gumbel_temperature
-        plan["n_epochs_gumbel_anneal"] = max(max_epochs // 2, 1)
         plan.update(plan_kwargs or {})
         return self._train_with_plan(
             plan,

@@ -85,6 +85,9 @@ class MultiMixVI(
         Leiden's resolution for ``n_components="auto"`` (higher: more clusters).
     prior
         ``"gmm"`` (default), ``"normal"`` or ``"hierarchical"``.
+    posterior
+        ``"gaussian"`` (default) or ``"mixture"`` (a Gumbel-softmax mixture posterior per
+        modality, see :class:`~mixvi.module.MultiMixVAE`).
     gene_likelihood
         ``"nb"`` (default) or ``"zinb"``, with the observed library size.
     atac_likelihood
@@ -124,6 +127,7 @@ class MultiMixVI(
         n_components: int | Literal["auto"] | None = None,
         resolution: float = 1.0,
         prior: PriorName = "gmm",
+        posterior: Literal["gaussian", "mixture"] = "gaussian",
         gene_likelihood: Literal["nb", "zinb"] = "nb",
         atac_likelihood: Literal["bernoulli", "poisson"] = "bernoulli",
         n_hidden: int = 128,
@@ -146,7 +150,7 @@ class MultiMixVI(
         check_real("cross_weight", cross_weight, 0.0)
         self._check_registered_data()
         prior_args = self._prior_setup(
-            prior, n_components, "gaussian", use_label_prior, learn_scales, n_kl_samples,
+            prior, n_components, posterior, use_label_prior, learn_scales, n_kl_samples,
             kl_estimator, resolution,
         )
         self.module = self._module_cls(
@@ -162,6 +166,7 @@ class MultiMixVI(
             alignment_weight=alignment_weight,
             cross_weight=cross_weight,
             pretrain_normal=pretrain_normal,
+            posterior=posterior,
             **prior_args,
             **module_kwargs,
         )

@@ -51,6 +51,7 @@ def default_plan(
         "prior_init_epoch": max(int(init), 0),
         "refit_every": every,
         "min_component_fraction": MIN_COMPONENT_CELLS / max(n_cells, 1),
+        "n_epochs_gumbel_anneal": max(horizon // 2, 1),
     }
 
 

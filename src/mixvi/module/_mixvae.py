@@ -19,28 +19,6 @@ Z_KEY, QZ_KEY, QL_KEY, PX_KEY, PL_KEY, LIBRARY_KEY = "z", "qz", "ql", "px", "pl"
 KL_Z_KEY, KL_L_KEY = "kl_divergence_z", "kl_divergence_l"
 
 
-def mixture_moments(
-    probs: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and standard deviation of a Gaussian mixture, per cell.
-
-    Parameters
-    ----------
-    probs
-        Component probabilities, shape ``(n_cells, K)``.
-    loc, scale
-        Component parameters, shape ``(n_cells, K, n_latent)``.
-
-    Returns
-    -------
-    ``(mean, std)``, each of shape ``(n_cells, n_latent)``.
-    """
-    w = probs.unsqueeze(-1)
-    mean = (w * loc).sum(-2)
-    second = (w * (scale.pow(2) + loc.pow(2))).sum(-2)
-    return mean, (second - mean.pow(2)).clamp(min=1e-8).sqrt()
-
-
 class MixVAE(VAE):
     """Variational autoencoder with a trainable Gaussian-mixture latent prior.
 
@@ -109,8 +87,6 @@ class MixVAE(VAE):
         self.posterior = posterior
         self.classification_weight = classification_weight
         self.batch_balance_weight = float(batch_balance_weight)
-        self.register_buffer("gumbel_temperature", torch.tensor(1.0))
-        self._gumbel_tau = 1.0  # Python copy: the sampler needs a float, not a device read
         if posterior == "mixture":
             K = self.prior_layer.n_components
             n_hidden = self.z_encoder.mean_encoder.in_features
@@ -129,15 +105,14 @@ class MixVAE(VAE):
         """Whether the prior is a mixture."""
         return self.prior_layer.is_mixture
 
+    @property
+    def gumbel_temperature(self) -> torch.Tensor:
+        """The Gumbel-softmax temperature (a buffer of the prior layer)."""
+        return self.prior_layer.gumbel_temperature
+
     def set_gumbel_temperature(self, tau: float) -> None:
         """Temperature of the Gumbel-softmax relaxation (mixture posterior)."""
-        self.gumbel_temperature.fill_(float(tau))
-        self._gumbel_tau = float(tau)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if prefix + "gumbel_temperature" in state_dict:
-            self._gumbel_tau = float(state_dict[prefix + "gumbel_temperature"])
+        self.prior_layer.set_gumbel_temperature(tau)
 
     # -- inference ---------------------------------------------------------------------------
     def _get_inference_input(self, tensors, full_forward_pass: bool = False):
@@ -172,14 +147,10 @@ class MixVAE(VAE):
         loc = enc.mean_encoder(h).view(n, K, d)
         scale = (enc.var_activation(enc.var_encoder(h)) + enc.var_eps).sqrt().view(n, K, d)
         qc_logits = self.qc_encoder(h)
-        probs = self.prior.posterior_log_probs(qc_logits).exp()
-        component = self.prior_layer.known_components(labels)
-        if component is not None:  # a labelled cell's posterior is its label's component
-            onehot = nn.functional.one_hot(component.clamp(min=0), K).to(probs.dtype)
-            probs = torch.where((component >= 0).unsqueeze(1), onehot, probs)
         shape = (n_samples,) if n_samples > 1 else ()
-        z = self.sample_mixture_posterior(qc_logits, loc, scale, shape, component)
-        mean, std = mixture_moments(probs, loc, scale)
+        post = self.prior_layer.mixture_posterior(qc_logits, loc, scale, labels, shape)
+        z, probs = post["z"], post["probs"]
+        mean, std = post["qz"].loc, post["qz"].scale
         if n_samples > 1:
             library = library.unsqueeze(0).expand((n_samples, n, 1))
         return {
@@ -192,32 +163,10 @@ class MixVAE(VAE):
             "qz_components": (loc, scale),
         }
 
-    def sample_mixture_posterior(
-        self,
-        qc_logits: torch.Tensor,
-        loc: torch.Tensor,
-        scale: torch.Tensor,
-        sample_shape: tuple[int, ...] = (),
-        component: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Gumbel-softmax draw of ``c`` then reparametrised ``z`` in the chosen component.
-
-        The straight-through estimator keeps the forward draw one-hot (a sample from
-        the chosen component) while gradients flow through the relaxed weights. Cells with
-        a known ``component`` (``>= 0``, shape ``(n_cells,)``) draw from that component.
-
-        Returns
-        -------
-        Tensor of shape ``sample_shape + (n_cells, n_latent)``.
-        """
-        masked = self.prior.posterior_log_probs(qc_logits)
-        logits = masked.expand(sample_shape + masked.shape)
-        y = nn.functional.gumbel_softmax(logits, tau=self._gumbel_tau, hard=True)
-        if component is not None:
-            onehot = nn.functional.one_hot(component.clamp(min=0), masked.shape[-1]).to(y.dtype)
-            y = torch.where((component >= 0).unsqueeze(-1), onehot, y)
-        eps = torch.randn(sample_shape + loc.shape, device=loc.device)
-        return (y.unsqueeze(-1) * (loc + scale * eps)).sum(-2)
+    def sample_mixture_posterior(self, qc_logits, loc, scale, sample_shape=(), component=None):
+        """See :meth:`PriorLayer.sample_mixture_posterior`."""
+        return self.prior_layer.sample_mixture_posterior(qc_logits, loc, scale, sample_shape,
+                                                          component)
 
     def posterior_log_prob(self, inference_outputs: dict, z: torch.Tensor) -> torch.Tensor:
         """``log q(z|x)`` of samples ``z`` (``(..., n_cells, d)``), shape ``z.shape[:-1]``.
@@ -228,9 +177,7 @@ class MixVAE(VAE):
         if self.posterior == "gaussian":
             return inference_outputs[QZ_KEY].log_prob(z).sum(-1)
         loc, scale = inference_outputs["qz_components"]
-        log_qc = torch.log(inference_outputs["qc_probs"].clamp(min=1e-30))
-        per_c = Normal(loc, scale).log_prob(z.unsqueeze(-2)).sum(-1)  # (..., n, K)
-        return torch.logsumexp(per_c + log_qc, dim=-1)
+        return self.prior_layer.mixture_log_density(inference_outputs["qc_probs"], loc, scale, z)
 
     # -- assignments -------------------------------------------------------------------------
     @torch.inference_mode()

@@ -56,6 +56,12 @@ class SparseInputEncoder(nn.Module):
         column indices of those entries) makes the first layer a sum of the weight columns of
         those entries, without scanning ``x``; otherwise ``x`` is made sparse first.
         """
+        h = self.trunk(x, nonzero)
+        q_v = torch.exp(self.var_encoder(h)) + self.var_eps
+        return Normal(self.mean_encoder(h), q_v.sqrt()), h
+
+    def trunk(self, x: torch.Tensor, nonzero: torch.Tensor | None = None) -> torch.Tensor:
+        """The last hidden layer ``(n, n_hidden)`` (see :meth:`forward`)."""
         if nonzero is None:
             h = torch.sparse.mm(self.transform(x).to_sparse(), self.first.weight.t())
         else:
@@ -65,9 +71,13 @@ class SparseInputEncoder(nn.Module):
             columns = self.first.weight.t().index_select(0, cols) * values
             h = torch.zeros(x.shape[0], columns.shape[1], dtype=columns.dtype, device=x.device)
             h = h.index_add(0, rows, columns)
-        h = self.rest(self.post(h + self.first.bias))
-        q_v = torch.exp(self.var_encoder(h)) + self.var_eps
-        return Normal(self.mean_encoder(h), q_v.sqrt()), h
+        return self.rest(self.post(h + self.first.bias))
+
+
+def symmetric_categorical_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``KL(p||q) + KL(q||p)`` of categorical distributions ``(n, K)``, shape ``(n,)``."""
+    log_p, log_q = torch.log(p.clamp(min=1e-8)), torch.log(q.clamp(min=1e-8))
+    return ((p - q) * (log_p - log_q)).sum(-1)
 
 
 def symmetric_kl(q1: Normal, q2: Normal) -> torch.Tensor:
@@ -126,6 +136,10 @@ class MultiMixVAE(BaseModuleClass):
         cuts the cost of the widest layer; ``1.0`` uses all peaks.
     pretrain_normal
         Use N(0, I) until :class:`~mixvi.train.MixTrainingPlan` initialises the mixture.
+    posterior
+        ``"gaussian"`` or ``"mixture"``: each modality's posterior is q(c|x) q(z|x, c)
+        (Gumbel-softmax, as in :class:`~mixvi.module.MixVAE`), both matched to the shared
+        prior's components; the alignment term then also pulls the two q(c|x) together.
     resolution
         Choose the number of components in use from the data (see
         :class:`~mixvi.module.PriorLayer`); ``None`` uses all ``n_components``.
@@ -152,6 +166,7 @@ class MultiMixVAE(BaseModuleClass):
         cross_peak_fraction: float = 0.25,
         pretrain_normal: bool = True,
         resolution: float | None = None,
+        posterior: Literal["gaussian", "mixture"] = "gaussian",
     ):
         super().__init__()
         if gene_likelihood not in ("nb", "zinb"):
@@ -168,9 +183,10 @@ class MultiMixVAE(BaseModuleClass):
             raise ValueError(f"cross_peak_fraction must be in (0, 1], got {cross_peak_fraction}.")
         self.cross_peak_fraction = cross_peak_fraction
         self.prior_layer = PriorLayer(
-            n_latent, prior, n_components, "gaussian", n_label_components, pretrain_normal,
+            n_latent, prior, n_components, posterior, n_label_components, pretrain_normal,
             prior_kwargs, resolution,
         )
+        self.posterior = posterior
 
         cat_list = [n_batch] if n_batch > 1 else None
         enc_cats = cat_list if encode_covariates else None
@@ -191,6 +207,18 @@ class MultiMixVAE(BaseModuleClass):
             n_hidden=n_hidden, dropout_rate=0.0, use_batch_norm=False, use_layer_norm=True,
         )
         self.atac_output = nn.Linear(n_hidden, n_peaks)
+        if posterior == "mixture":
+            # each encoder: a mean/variance head per component, and q(c|x) on the same trunk
+            K = self.prior_layer.n_components
+            for enc in (self.rna_encoder, self.atac_encoder):
+                enc.mean_encoder = nn.Linear(n_hidden, K * n_latent)
+                enc.var_encoder = nn.Linear(n_hidden, K * n_latent)
+            self.qc_rna = nn.Linear(n_hidden, K)
+            self.qc_atac = nn.Linear(n_hidden, K)
+
+    def set_gumbel_temperature(self, tau: float) -> None:
+        """Temperature of the Gumbel-softmax relaxation (mixture posterior)."""
+        self.prior_layer.set_gumbel_temperature(tau)
 
     @property
     def prior(self) -> LatentPrior:
@@ -235,15 +263,40 @@ class MultiMixVAE(BaseModuleClass):
         -------
         ``(q(z|x), atac_factor)``: Normal with ``(n, n_latent)`` parameters, ``(n, 1)`` offset.
         """
+        parts, factor = self._encode_parts(modality, x, batch_index, nonzero)
+        return parts["qz"], factor
+
+    def _encode_parts(
+        self,
+        modality: str,
+        x: torch.Tensor,
+        batch_index: torch.Tensor,
+        nonzero: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        sample_shape: tuple[int, ...] = (),
+    ) -> tuple[dict, torch.Tensor]:
+        """Posterior of one modality: ``qz`` (moment-matched for the mixture posterior), a
+        sample ``z`` and, for the mixture posterior, ``qc_logits``/``probs``/``loc``/``scale``;
+        and the ATAC factor."""
         if modality == "atac":
-            qz, h = self.atac_encoder(x, nonzero)
-            return qz, self.atac_factor_from_atac(h)
-        enc = self.rna_encoder
-        cats = self._cats(batch_index) if self.encode_covariates else ()
-        h = enc.encoder(torch.log1p(x), *cats)
-        q_m = enc.mean_encoder(h)
-        q_v = enc.var_activation(enc.var_encoder(h)) + enc.var_eps
-        return Normal(q_m, q_v.sqrt()), self.atac_factor_from_rna(h)
+            enc = self.atac_encoder
+            h = enc.trunk(x, nonzero)
+            factor = self.atac_factor_from_atac(h)
+        else:
+            enc = self.rna_encoder
+            cats = self._cats(batch_index) if self.encode_covariates else ()
+            h = enc.encoder(torch.log1p(x), *cats)
+            factor = self.atac_factor_from_rna(h)
+        loc = enc.mean_encoder(h)
+        scale = (torch.exp(enc.var_encoder(h)) + enc.var_eps).sqrt()
+        if self.posterior == "gaussian":
+            qz = Normal(loc, scale)
+            return {"qz": qz, "z": qz.rsample(sample_shape)}, factor
+        n, K, d = x.shape[0], self.prior_layer.n_components, self.n_latent
+        loc, scale = loc.view(n, K, d), scale.view(n, K, d)
+        qc_logits = (self.qc_atac if modality == "atac" else self.qc_rna)(h)
+        post = self.prior_layer.mixture_posterior(qc_logits, loc, scale, labels, sample_shape)
+        return {**post, "qc_logits": qc_logits, "loc": loc, "scale": scale}, factor
 
     def decode_rna(
         self, z: torch.Tensor, batch_index: torch.Tensor, library: torch.Tensor
@@ -290,6 +343,7 @@ class MultiMixVAE(BaseModuleClass):
             "x_atac": tensors[ATAC_X_KEY],
             "batch_index": tensors[REGISTRY_KEYS.BATCH_KEY],
             "atac_nonzero": tensors.get(ATAC_X_KEY + NONZERO_SUFFIX),
+            "labels": tensors.get(REGISTRY_KEYS.LABELS_KEY),
         }
 
     @auto_move_data
@@ -300,6 +354,7 @@ class MultiMixVAE(BaseModuleClass):
         batch_index: torch.Tensor,
         n_samples: int = 1,
         atac_nonzero: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | Normal]:
         """Both posteriors, samples, masks and the joint posterior.
 
@@ -310,23 +365,30 @@ class MultiMixVAE(BaseModuleClass):
         """
         has_rna = (x_rna.sum(1) > 0).float()
         has_atac = (x_atac.sum(1) > 0).float()
-        qz_rna, fac_rna = self.encode("rna", x_rna, batch_index)
-        qz_atac, fac_atac = self.encode("atac", x_atac, batch_index, atac_nonzero)
+        shape = (n_samples,) if n_samples > 1 else ()
+        rna, fac_rna = self._encode_parts("rna", x_rna, batch_index, None, labels, shape)
+        atac, fac_atac = self._encode_parts("atac", x_atac, batch_index, atac_nonzero, labels,
+                                            shape)
+        qz_rna, qz_atac = rna["qz"], atac["qz"]
         both = (has_rna * has_atac).unsqueeze(-1)
         w_rna = torch.where(both > 0, 0.5, has_rna.unsqueeze(-1))
         w_atac = 1.0 - w_rna
         loc = w_rna * qz_rna.loc + w_atac * qz_atac.loc
         scale = (w_rna.pow(2) * qz_rna.scale.pow(2) + w_atac.pow(2) * qz_atac.scale.pow(2)).sqrt()
         qz = Normal(loc, scale.clamp(min=1e-6))
-        shape = (n_samples,) if n_samples > 1 else ()
         library = torch.log(x_rna.sum(1, keepdim=True).clamp(min=1.0))
+        mixture = {}
+        if self.posterior == "mixture":
+            mixture = {f"{k}_{m}": parts[k] for m, parts in (("rna", rna), ("atac", atac))
+                       for k in ("qc_logits", "probs", "loc", "scale")}
         return {
+            **mixture,
             QZ_KEY: qz,
             Z_KEY: qz.rsample(shape),
             "qz_rna": qz_rna,
             "qz_atac": qz_atac,
-            "z_rna": qz_rna.rsample(shape),
-            "z_atac": qz_atac.rsample(shape),
+            "z_rna": rna["z"],
+            "z_atac": atac["z"],
             "factor_rna": fac_rna,
             "factor_atac": fac_atac,
             "has_rna": has_rna,
@@ -445,10 +507,21 @@ class MultiMixVAE(BaseModuleClass):
         }
         labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
         qz_r, qz_a = inf["qz_rna"], inf["qz_atac"]
-        kl_r = self.prior_layer.kl(qz_r, inf["z_rna"], labels)
-        kl_a = self.prior_layer.kl(qz_a, inf["z_atac"], labels)
+        if self.posterior == "mixture":
+            layer = self.prior_layer
+            kl_r = layer.kl_mixture_posterior(inf["qc_logits_rna"], inf["loc_rna"],
+                                              inf["scale_rna"], labels)
+            kl_a = layer.kl_mixture_posterior(inf["qc_logits_atac"], inf["loc_atac"],
+                                              inf["scale_atac"], labels)
+            # the two posteriors of a cell agree on the component and on the latent
+            align = symmetric_kl(qz_r, qz_a) + symmetric_categorical_kl(
+                inf["probs_rna"], inf["probs_atac"])
+        else:
+            kl_r = self.prior_layer.kl(qz_r, inf["z_rna"], labels)
+            kl_a = self.prior_layer.kl(qz_a, inf["z_atac"], labels)
+            align = symmetric_kl(qz_r, qz_a)
         kl_z = kl_r * m_r + kl_a * m_a
-        align = symmetric_kl(qz_r, qz_a) * paired
+        align = align * paired
         total_rec = sum(rec.values())
         loss = torch.mean(total_rec + kl_weight * kl_z + self.alignment_weight * align)
         extra = {f"reconstruction_{k}": v.mean().detach() for k, v in rec.items()}
@@ -465,8 +538,13 @@ class MultiMixVAE(BaseModuleClass):
     # -- assignments -------------------------------------------------------------------------
     @torch.inference_mode()
     def cluster_probabilities(self, inference_outputs: dict) -> torch.Tensor:
-        """Prior responsibilities at the joint posterior (its uncertainty integrated out),
-        shape ``(n_cells, K)``."""
+        """Prior responsibilities at the joint posterior (its uncertainty integrated out), or,
+        with the mixture posterior, q(c|x) averaged over the cell's modalities; ``(n, K)``."""
+        if self.posterior == "mixture":
+            w_rna = inference_outputs["has_rna"].unsqueeze(1)
+            w_atac = inference_outputs["has_atac"].unsqueeze(1)
+            probs = w_rna * inference_outputs["probs_rna"] + w_atac * inference_outputs["probs_atac"]
+            return probs / probs.sum(1, keepdim=True).clamp(min=1e-12)
         qz = inference_outputs[QZ_KEY]
         return self.prior_layer.responsibilities(qz.loc, qz.scale)
 

@@ -41,6 +41,28 @@ def known_components(labels: torch.Tensor, n_label_components: int) -> torch.Ten
     return torch.where(codes < n_label_components, codes, torch.full_like(codes, -1))
 
 
+def mixture_moments(
+    probs: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of a Gaussian mixture, per cell.
+
+    Parameters
+    ----------
+    probs
+        Component probabilities, shape ``(n_cells, K)``.
+    loc, scale
+        Component parameters, shape ``(n_cells, K, n_latent)``.
+
+    Returns
+    -------
+    ``(mean, std)``, each of shape ``(n_cells, n_latent)``.
+    """
+    w = probs.unsqueeze(-1)
+    mean = (w * loc).sum(-2)
+    second = (w * (scale.pow(2) + loc.pow(2))).sum(-2)
+    return mean, (second - mean.pow(2)).clamp(min=1e-8).sqrt()
+
+
 def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """``log mean exp`` along ``dim``: the importance-sampling estimate of ``log p(x)`` from
     log-weights ``log p(x|z_s) + log p(z_s) - log q(z_s|x)``."""
@@ -114,6 +136,8 @@ class PriorLayer(nn.Module):
         self.register_buffer("prior_initialized", torch.tensor(not needs_init))
         # a Python copy of the buffer, so the loss branches without reading a device tensor
         self._initialized = not needs_init
+        self.register_buffer("gumbel_temperature", torch.tensor(1.0))
+        self._gumbel_tau = 1.0  # Python copy: the sampler needs a float, not a device read
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -136,6 +160,84 @@ class PriorLayer(nn.Module):
         key = prefix + "prior_initialized"
         if key in state_dict:
             self._initialized = bool(state_dict[key])
+        if prefix + "gumbel_temperature" in state_dict:
+            self._gumbel_tau = float(state_dict[prefix + "gumbel_temperature"])
+
+    # -- mixture posterior -------------------------------------------------------------------
+    def set_gumbel_temperature(self, tau: float) -> None:
+        """Temperature of the Gumbel-softmax relaxation of the mixture posterior."""
+        self.gumbel_temperature.fill_(float(tau))
+        self._gumbel_tau = float(tau)
+
+    def mixture_posterior(
+        self, qc_logits: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor,
+        labels: torch.Tensor | None = None, sample_shape: tuple[int, ...] = (),
+    ) -> dict:
+        """Probabilities, a reparametrised sample and moments of q(c|x) q(z|x, c).
+
+        A labelled cell's posterior is its label's component (q(c|x) the point mass).
+
+        Parameters
+        ----------
+        qc_logits
+            ``(n, K)``.
+        loc, scale
+            ``(n, K, d)``.
+        labels
+            Registered label codes ``(n, 1)`` (label prior).
+        sample_shape
+            Leading shape of the samples.
+
+        Returns
+        -------
+        dict with ``probs`` ``(n, K)``, ``z`` (``sample_shape + (n, d)``) and ``qz`` (the
+        moment-matched Normal, ``(n, d)``).
+        """
+        K = qc_logits.shape[-1]
+        probs = self.prior.posterior_log_probs(qc_logits).exp()
+        component = self.known_components(labels)
+        if component is not None:
+            onehot = nn.functional.one_hot(component.clamp(min=0), K).to(probs.dtype)
+            probs = torch.where((component >= 0).unsqueeze(1), onehot, probs)
+        z = self.sample_mixture_posterior(qc_logits, loc, scale, sample_shape, component)
+        mean, std = mixture_moments(probs, loc, scale)
+        return {"probs": probs, "z": z, "qz": Normal(mean, std)}
+
+    def sample_mixture_posterior(
+        self,
+        qc_logits: torch.Tensor,
+        loc: torch.Tensor,
+        scale: torch.Tensor,
+        sample_shape: tuple[int, ...] = (),
+        component: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Gumbel-softmax draw of ``c`` then reparametrised ``z`` in the chosen component.
+
+        The straight-through estimator keeps the forward draw one-hot (a sample from
+        the chosen component) while gradients flow through the relaxed weights. Cells with
+        a known ``component`` (``>= 0``, shape ``(n_cells,)``) draw from that component.
+
+        Returns
+        -------
+        Tensor of shape ``sample_shape + (n_cells, n_latent)``.
+        """
+        masked = self.prior.posterior_log_probs(qc_logits)
+        logits = masked.expand(sample_shape + masked.shape)
+        y = nn.functional.gumbel_softmax(logits, tau=self._gumbel_tau, hard=True)
+        if component is not None:
+            onehot = nn.functional.one_hot(component.clamp(min=0), masked.shape[-1]).to(y.dtype)
+            y = torch.where((component >= 0).unsqueeze(-1), onehot, y)
+        eps = torch.randn(sample_shape + loc.shape, device=loc.device)
+        return (y.unsqueeze(-1) * (loc + scale * eps)).sum(-2)
+
+    @staticmethod
+    def mixture_log_density(
+        probs: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, z: torch.Tensor
+    ) -> torch.Tensor:
+        """``log sum_c q(c|x) N(z; mu_c, sigma_c^2)`` of samples ``z`` ``(..., n, d)``."""
+        log_qc = torch.log(probs.clamp(min=1e-30))
+        per_c = Normal(loc, scale).log_prob(z.unsqueeze(-2)).sum(-1)  # (..., n, K)
+        return torch.logsumexp(per_c + log_qc, dim=-1)
 
     def known_components(self, labels: torch.Tensor | None) -> torch.Tensor | None:
         """Component of each labelled cell (``-1`` unknown), or ``None`` without a label prior."""
@@ -247,4 +349,11 @@ class PriorLayer(nn.Module):
         return (p_s.unsqueeze(1) * terms).sum()
 
 
-__all__ = ["PriorLayer", "known_components", "log_mean_exp", "POSTERIORS", "PosteriorName"]
+__all__ = [
+    "POSTERIORS",
+    "PosteriorName",
+    "PriorLayer",
+    "known_components",
+    "log_mean_exp",
+    "mixture_moments",
+]
