@@ -451,3 +451,16 @@ def test_scib_benchmark_runs_and_leaves_adata_untouched(rng):
     one = mm.integration_scores(adata, "X_bad", log_normalize=True)
     for key, value in one.items():
         assert float(df.loc["X_bad", key]) == pytest.approx(value, abs=1e-6), key
+
+
+def test_peak_probability_calibration_error():
+    """Calibrated probabilities score ~0; the same ranking pushed towards 1 scores high."""
+    rng = np.random.default_rng(0)
+    p = rng.random((400, 60)) * 0.5
+    observed = (rng.random(p.shape) < p).astype(np.float32)
+    good = mm.atac_translation_metrics(p, observed)
+    bad = mm.atac_translation_metrics(np.sqrt(p), observed)
+    assert good["calibration_error"] < 0.01
+    assert bad["calibration_error"] > 0.2
+    assert good["auroc"] == pytest.approx(bad["auroc"])  # same ranking, same AUROC
+    assert np.isnan(mm.atac_translation_metrics(p * 3 - 1, observed)["calibration_error"])

@@ -76,7 +76,8 @@ def gmm():
     adata = _synthetic()
     mixvi.MixVI.setup_anndata(adata, layer="counts", batch_key="batch")
     model = mixvi.MixVI(adata, n_latent=4, n_components=3)
-    model.train(**TRAIN)
+    # long enough for the latent to hold the three types (after 4 epochs it does not yet)
+    model.train(**{**TRAIN, "max_epochs": 30})
     model.write_to_adata(adata)
     sc.pp.neighbors(adata, use_rep="X_mixvi", n_neighbors=10)
     sc.tl.umap(adata)
@@ -114,9 +115,9 @@ def test_training_curves_panels_and_lines(gmm):
         labels = [line.get_label() for line in axis.get_lines()]
         assert labels == ["train", "validation"]
         train, val = axis.get_lines()
-        np.testing.assert_array_equal(train.get_xdata(), np.arange(4))
+        np.testing.assert_array_equal(train.get_xdata(), np.arange(30))
         # validation every 2 epochs: only the epochs that were logged
-        np.testing.assert_array_equal(val.get_xdata(), [1, 3])
+        np.testing.assert_array_equal(val.get_xdata(), np.arange(1, 30, 2))
     entropy = axes[3]
     assert entropy.get_title() == "mixture weight entropy"
     log_k = [line for line in entropy.get_lines() if line.get_label().startswith("log K")]
@@ -422,7 +423,36 @@ def test_every_pl_function_takes_ax_show_save():
 
     plotters = [n for n in mixvi.pl.__all__ if n not in ("palette", "palette_kind", "rank_marker_genes")]
     assert set(plotters) == {"cluster_confusion", "embedding", "marker_genes", "mixture",
-                             "training_curves", "tree"}
+                             "training_curves", "translation", "tree"}
     for name in plotters:
         params = inspect.signature(getattr(mixvi.pl, name)).parameters
         assert {"ax", "show", "save"} <= set(params), name
+
+
+def test_translation_panels_floor_lines_and_markers(tmp_path):
+    """Per-gene r histogram with the floor at 0, per-cell r and AUROC beside the floor's,
+    marker genes observed / predicted on the embedding."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    n, g, p = 120, 30, 50
+    truth = rng.gamma(1.0, 1.0, (n, g))
+    observed = sp.csr_matrix(rng.poisson(truth * 5).astype(np.float32))
+    predicted = truth + 0.1  # a good prediction
+    floor = np.broadcast_to(truth.mean(0), (n, g))
+    acc = rng.random((n, p))
+    peaks = sp.csr_matrix((rng.random((n, p)) < acc * 0.5).astype(np.float32))
+    adata = ad.AnnData(observed, var=pd.DataFrame(index=[f"g{i}" for i in range(g)]))
+    adata.obsm["X_umap"] = rng.normal(size=(n, 2))
+    axes = mixvi.pl.translation(predicted, observed, floor, acc, peaks,
+                                np.broadcast_to(acc.mean(0), (n, p)), adata=adata,
+                                genes=["g1", "g2"], show=False, save=tmp_path / "t.png")
+    assert (tmp_path / "t.png").exists()
+    assert len(axes) == 3 + 4
+    assert any(abs(line.get_xdata()[0]) < 1e-12 for line in axes[0].get_lines())  # floor at 0
+    legend = [t.get_text() for t in axes[1].get_legend().get_texts()]
+    assert any("mean profile" in t for t in legend) and any("model" in t for t in legend)
+    assert axes[3].get_title() == "g1: observed" and axes[4].get_title() == "g1: predicted from ATAC"
+    with pytest.raises(KeyError, match="nope"):
+        mixvi.pl.translation(predicted, observed, adata=adata, genes=["nope"], show=False)

@@ -36,7 +36,8 @@ def rna_translation_metrics(
     log_normalize: bool = True,
     target_sum: float = 1e4,
     chunk_size: int | None = None,
-) -> dict[str, float]:
+    return_values: bool = False,
+) -> dict[str, Any]:
     """Pearson correlation between predicted and observed expression, per cell and per gene.
 
     Parameters
@@ -54,6 +55,9 @@ def rna_translation_metrics(
         Total per cell after normalisation.
     chunk_size
         Rows densified at once (default: about 64 MiB per block).
+    return_values
+        Also return every cell's and every gene's r (``pearson_cell_values``,
+        ``pearson_gene_values``; NaN where undefined), e.g. for :func:`mixvi.pl.translation`.
 
     Returns
     -------
@@ -110,12 +114,18 @@ def rna_translation_metrics(
     gene_ok = (col_max_p > col_min_p) & (col_max_o > col_min_o)
     gene_r = spo[gene_ok] / np.sqrt(spp[gene_ok] * soo[gene_ok])
 
-    return {
+    out = {
         "pearson_cell": float(cell_r.mean()) if cell_r.size else float("nan"),
         "pearson_gene": float(gene_r.mean()) if gene_r.size else float("nan"),
         "n_cells_used": int(cell_r.size),
         "n_genes_used": int(gene_r.size),
     }
+    if return_values:
+        genes = np.full(n_genes, np.nan)
+        genes[gene_ok] = gene_r
+        out["pearson_gene_values"] = genes
+        out["pearson_cell_values"] = cell_r
+    return out
 
 
 def _binned_auroc_ap(pos: np.ndarray, tot: np.ndarray) -> tuple[float, float]:
@@ -132,6 +142,26 @@ def _binned_auroc_ap(pos: np.ndarray, tot: np.ndarray) -> tuple[float, float]:
     nz = pos > 0
     ap = float(np.sum(pos[nz] / n_pos * tp[nz] / (tp[nz] + fp[nz])))
     return auroc, ap
+
+
+def _probability_calibration(blocks, n_bins: int = 20) -> float:
+    """Expected calibration error of probabilities against 0/1 outcomes: cells x peaks are
+    binned by predicted probability (equal width on [0, 1]); the entry-weighted mean of
+    ``|observed open rate - mean predicted probability|`` over bins. NaN if the scores are
+    not probabilities."""
+    total = np.zeros(n_bins)
+    pred_sum = np.zeros(n_bins)
+    pos = np.zeros(n_bins)
+    for p, o in blocks:
+        if p.min() < 0 or p.max() > 1:
+            return float("nan")
+        b = np.clip((p * n_bins).astype(np.int64), 0, n_bins - 1).ravel()
+        total += np.bincount(b, minlength=n_bins)
+        pred_sum += np.bincount(b, weights=p.ravel().astype(np.float64), minlength=n_bins)
+        pos += np.bincount(b[o.ravel()], minlength=n_bins)
+    used = total > 0
+    gap = np.abs(pos[used] / total[used] - pred_sum[used] / total[used])
+    return float((total[used] * gap).sum() / total.sum())
 
 
 def atac_translation_metrics(
@@ -172,8 +202,12 @@ def atac_translation_metrics(
     dict
         ``auroc``, ``auprc`` (average precision, sklearn's step-wise definition),
         ``positive_rate`` (fraction of open entries = the AUPRC of a random score; report
-        it beside ``auprc``), ``exact`` (False when the binned path was used) and, with
-        ``per_cell``, ``auroc_per_cell`` (mean) and ``n_cells_used``. AUROC/AUPRC are NaN
+        it beside ``auprc``), ``exact`` (False when the binned path was used),
+        ``calibration_error`` (expected calibration error of the predicted P(open): 0 when
+        among entries predicted ``p`` a fraction ``p`` is open; NaN for scores outside
+        [0, 1]) and, with
+        ``per_cell``, ``auroc_per_cell`` (mean), ``auroc_per_cell_values`` (one per cell
+        used) and ``n_cells_used``. AUROC/AUPRC are NaN
         if the observed matrix is all closed or all open.
     """
     n_cells, n_peaks = _check_same_shape(predicted_prob, observed, "predicted_prob", "observed")
@@ -218,6 +252,7 @@ def atac_translation_metrics(
     out.setdefault("auprc", float("nan"))
     out["positive_rate"] = n_pos / n_entries
     out["exact"] = exact
+    out["calibration_error"] = _probability_calibration(blocks())
 
     if per_cell:
         aucs = []
@@ -230,6 +265,7 @@ def atac_translation_metrics(
             aucs.append(((ranks * o[ok]).sum(1) - kk * (kk + 1) / 2) / (kk * (n_peaks - kk)))
         aucs = np.concatenate(aucs)
         out["auroc_per_cell"] = float(aucs.mean()) if aucs.size else float("nan")
+        out["auroc_per_cell_values"] = aucs
         out["n_cells_used"] = int(aucs.size)
     return out
 

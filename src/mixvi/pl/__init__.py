@@ -18,6 +18,8 @@ follows :attr:`scanpy.settings.autoshow`); with ``show=False`` it returns the Ax
     Dot plot of the top marker genes of every cluster.
 :func:`tree`
     The learned tree of ``prior="hierarchical"`` as a dendrogram with marker genes.
+:func:`translation`
+    Translation against the mean-profile floor: per-gene r, per-cell r and AUROC, markers.
 :func:`palette`, :func:`palette_kind`
     The colours of each kind of panel (cluster, batch, label), e.g. for ``sc.pl.umap``.
 """
@@ -27,6 +29,7 @@ from ._embedding import embedding
 from ._markers import marker_genes, rank_marker_genes
 from ._mixture import mixture
 from ._training import training_curves
+from ._translation import translation
 from ._tree import tree
 from ._utils import palette, palette_kind
 
@@ -39,5 +42,6 @@ __all__ = [
     "palette_kind",
     "rank_marker_genes",
     "training_curves",
+    "translation",
     "tree",
 ]
