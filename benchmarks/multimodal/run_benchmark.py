@@ -1,22 +1,28 @@
-"""MultiMixVI vs scvi-tools MULTIVI on the shipped SNARE-seq mouse cortex (paired RNA + ATAC).
+"""MultiMixVI vs scvi-tools MULTIVI and a BABEL-style baseline on SNARE-seq (paired RNA + ATAC).
 
-Rerun:  python benchmarks/multimodal/run_benchmark.py --epochs 25 --threads 1
-Each method is trained in its own subprocess (so peak RSS is per method) on the same seeded
-80/20 split stratified by cell type, same epochs, batch size 128, all training cells
-(``train_size=1.0``). Test metrics use the held-out 20%:
+Rerun (``runs/*.json``, ``results.csv``, ``results.png``; tables printed for results.md)::
 
-* FOSCTTM / top-1 / top-10 matching between the RNA-only and ATAC-only embeddings;
-* label transfer (15-NN vote): query = a test modality's embedding, reference = the
-  *other* modality's embedding of the training cells ("query_rna" / "query_atac"); 'Mis'
-  excluded;
-* translation: RNA predicted from ATAC alone (per-cell / per-gene Pearson of log-normalised
-  profiles) and peaks predicted from RNA alone (AUROC), each beside the mean-profile floor;
-  MULTIVI translates through its own masking: the other modality's rows are zeroed;
-* clusters: ARI / NMI ('Mis' excluded) of Leiden (resolution 1) on the joint test embedding
-  for both, and of MultiMixVI's mixture components;
-* cost: training cells x epochs per second, peak resident memory of the process.
+    python benchmarks/multimodal/run_benchmark.py                 # 3 methods x 2 seeds
+    python benchmarks/multimodal/run_benchmark.py --ablation      # MultiMixVI variants, seed 0
+    python benchmarks/multimodal/run_benchmark.py --report-only
 
-Writes results.csv, results.md-ready numbers (printed) and figures into this folder.
+Split: a seeded 80/20 train/test split stratified by cell type; every method holds out the
+same 10% of the training cells for validation (scvi-tools' split rule for the seed) and stops
+early on it, keeping the best epoch: MultiMixVI at its defaults (early stopping on its
+validation ELBO, every reconstruction term included, best weights restored), MULTIVI at its
+defaults (its own early stopping, patience 50) capped at ``MULTIVI_MAX_EPOCHS`` epochs to fit
+the 2-core budget, the BABEL-style baseline (``babel.py``) with patience 10. Test metrics on
+the held-out 20% ('Mis' excluded from label scores):
+
+* FOSCTTM and top-1 / top-10 matching between the RNA-only and ATAC-only embeddings;
+* label transfer (15-NN vote) from one modality's training embedding to the other's test
+  embedding ("query_rna" / "query_atac");
+* translation from one modality alone: RNA per-cell / per-gene Pearson of log-normalised
+  profiles, peaks AUROC / AUPRC, each beside the mean-profile floor (training mean profile /
+  peak frequencies); MULTIVI translates through its own masking (the other modality zeroed);
+* clusters: ARI ('Mis' excluded) of Leiden (scanpy defaults) on the joint test embedding, and
+  of MultiMixVI's own mixture clusters;
+* cost: training cells x epochs per second (all epochs run, validation included), peak RSS.
 """
 
 from __future__ import annotations
@@ -29,11 +35,25 @@ import subprocess
 import sys
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+RUNS = HERE / "runs"
+MULTIVI_MAX_EPOCHS = 100
+SEEDS = (0, 1)
+#: MultiMixVI variants of the ablation (model and train arguments)
+ABLATION = {
+    "default": {},
+    "lr_1e-3": {"train": {"plan_kwargs": {"lr": 1e-3}}},
+    "cross_weight_2": {"model": {"cross_weight": 2.0}},
+    "alignment_1": {"model": {"alignment_weight": 1.0}},
+    "poisson_atac": {"model": {"atac_likelihood": "poisson"}},
+    "no_early_stopping_200": {"train": {"early_stopping": False, "max_epochs": 200}},
+    "mixture_posterior": {"model": {"posterior": "mixture"}},
+}
 
 
 def split(mdata, seed: int = 0):
@@ -42,6 +62,15 @@ def split(mdata, seed: int = 0):
     idx = np.arange(mdata.n_obs)
     tr, te = train_test_split(idx, test_size=0.2, random_state=seed, stratify=mdata.obs["cell_type"])
     return np.sort(tr), np.sort(te)
+
+
+def validation_split(n: int, seed: int, train_size: float = 0.9):
+    """scvi-tools' DataSplitter rule: permutation by ``RandomState(seed)``, validation first."""
+    from math import ceil
+
+    n_train = ceil(train_size * n)
+    perm = np.random.RandomState(seed=seed).permutation(n)
+    return np.sort(perm[n - n_train:]), np.sort(perm[: n - n_train])
 
 
 def zero_modality(mdata, mod: str):
@@ -54,7 +83,8 @@ def zero_modality(mdata, mod: str):
     return out
 
 
-def evaluate(zr_tr, za_tr, zr, za, joint, labels_tr, labels, rna_pred, atac_pred, mtr, mte, clusters=None):
+def evaluate(zr_tr, za_tr, zr, za, joint, labels_tr, labels, rna_pred, atac_pred, mtr, mte,
+             clusters=None, seed=0):
     import scanpy as sc
     from anndata import AnnData
 
@@ -76,107 +106,157 @@ def evaluate(zr_tr, za_tr, zr, za, joint, labels_tr, labels, rna_pred, atac_pred
         rna_pearson_cell=r["pearson_cell"], rna_pearson_gene=r["pearson_gene"],
         rna_pearson_cell_floor=floor_r["pearson_cell"], atac_auroc=a["auroc"], atac_auprc=a["auprc"],
         atac_auroc_floor=floor_a["auroc"], atac_auprc_floor=floor_a["auprc"],
+        atac_calibration_error=a["calibration_error"],
+        atac_calibration_error_floor=floor_a["calibration_error"],
     )
     ad = AnnData(np.zeros((len(joint), 1), dtype=np.float32), obsm={"X": joint})
-    sc.pp.neighbors(ad, use_rep="X", random_state=0)
-    sc.tl.leiden(ad, resolution=1.0, random_state=0, flavor="igraph", n_iterations=2)
+    sc.pp.neighbors(ad, use_rep="X", random_state=seed)
+    sc.tl.leiden(ad, resolution=1.0, random_state=seed, flavor="igraph", n_iterations=2)
     c = M.cluster_agreement(ad.obs["leiden"].to_numpy(), labels, exclude=["Mis"])
     res["leiden_ari"], res["leiden_nmi"] = c["ari"], c["nmi"]
     if clusters is not None:
         c = M.cluster_agreement(clusters, labels, exclude=["Mis"])
         res["mixture_ari"], res["mixture_nmi"] = c["ari"], c["nmi"]
+        res["mixture_k"] = int(len(np.unique(clusters)))
     return res
 
 
-def run_one(method: str, epochs: int, threads: int, out: Path, seed: int) -> None:
+def run_one(method: str, variant: str, seed: int) -> dict:
     warnings.filterwarnings("ignore")
+    import logging
+
+    logging.getLogger("mixvi").setLevel(logging.WARNING)
     import torch
     import scvi
+
     import mixvi
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(1)
     scvi.settings.seed = seed
     md = mixvi.datasets.snareseq_mouse_cortex()
     tr, te = split(md, seed)
     mtr, mte = md[tr].copy(), md[te].copy()
     labels_tr, labels = mtr.obs["cell_type"].to_numpy(), mte.obs["cell_type"].to_numpy()
+    clusters, extra = None, {}
+    t = time.time()
     if method == "multimixvi":
+        cfg = ABLATION[variant]
         mixvi.MultiMixVI.setup_mudata(mtr, batch_key="batch")
-        model = mixvi.MultiMixVI(mtr, n_components=20)
-        t = time.time()
-        model.train(max_epochs=epochs, train_size=1.0, enable_progress_bar=False)
+        model = mixvi.MultiMixVI(mtr, **cfg.get("model", {}))
+        model.train(enable_progress_bar=False, **cfg.get("train", {}))
         fit = time.time() - t
+        epochs = len(model.history["elbo_train"])
         mixvi.MultiMixVI.setup_mudata(mte, batch_key="batch")
         g = model.get_latent_representation
         zr_tr, za_tr = g(mtr, modality="rna"), g(mtr, modality="atac")
         zr, za, joint = g(mte, modality="rna"), g(mte, modality="atac"), g(mte)
-        rna_pred = model.predict_rna_from_atac(mte["atac"]).X
-        atac_pred = model.predict_atac_from_rna(mte["rna"]).X
+        rna_pred = model.predict_rna_from_atac(mte).X
+        atac_pred = model.predict_atac_from_rna(mte).X
         clusters = model.get_cluster_assignments(mte)["cluster"].to_numpy()
-        np.save(out.with_suffix(".joint.npy"), joint)
-        np.save(out.with_suffix(".clusters.npy"), clusters.astype(str))
-    else:
+        extra["n_components_active"] = int(model.module.prior.n_active)
+    elif method == "multivi":
         from scvi.model import MULTIVI
 
         mods = {"rna_layer": "rna", "atac_layer": "atac", "batch_key": "rna"}
         MULTIVI.setup_mudata(mtr, rna_layer="counts", atac_layer="counts", batch_key="batch", modalities=mods)
         model = MULTIVI(mtr, n_genes=mtr["rna"].n_vars, n_regions=mtr["atac"].n_vars)
-        t = time.time()
-        model.train(max_epochs=epochs, train_size=1.0, enable_progress_bar=False, batch_size=128, early_stopping=False)
+        model.train(max_epochs=MULTIVI_MAX_EPOCHS, enable_progress_bar=False)
         fit = time.time() - t
+        epochs = len(model.history["elbo_train"])
         MULTIVI.setup_mudata(mte, rna_layer="counts", atac_layer="counts", batch_key="batch", modalities=mods)
         g = model.get_latent_representation
         zr_tr, za_tr = g(mtr, modality="expression"), g(mtr, modality="accessibility")
         zr, za, joint = g(mte, modality="expression"), g(mte, modality="accessibility"), g(mte)
         only_atac, only_rna = zero_modality(mte, "rna"), zero_modality(mte, "atac")
         rna_pred = model.get_normalized_expression(only_atac, return_numpy=True)
-        atac_pred = model.get_normalized_accessibility(only_rna, return_numpy=True)
-        atac_pred = np.asarray(atac_pred)
-        clusters = None
-    res = evaluate(zr_tr, za_tr, zr, za, joint, labels_tr, labels, rna_pred, atac_pred, mtr, mte, clusters)
+        atac_pred = np.asarray(model.get_normalized_accessibility(only_rna, return_numpy=True))
+    else:
+        sys.path.insert(0, str(HERE))
+        import babel
+
+        rna, atac = mtr["rna"].layers["counts"], mtr["atac"].layers["counts"]
+        fit_idx, val_idx = validation_split(mtr.n_obs, seed)
+        model, epochs = babel.fit(rna, atac, fit_idx, val_idx, seed=seed)
+        fit = time.time() - t
+        zr_tr, _ = babel.predict(model, rna=rna)
+        za_tr, _ = babel.predict(model, atac=atac)
+        zr, atac_pred = babel.predict(model, rna=mte["rna"].layers["counts"])
+        za, rna_pred = babel.predict(model, atac=mte["atac"].layers["counts"])
+        joint = (zr + za) / 2
+    res = evaluate(zr_tr, za_tr, zr, za, joint, labels_tr, labels, rna_pred, atac_pred, mtr, mte,
+                   clusters, seed)
     res.update(
-        method=method, epochs=epochs, threads=threads, n_train=len(tr), n_test=len(te), fit_s=fit,
-        cells_epochs_per_s=len(tr) * epochs / fit,
-        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        method=method, variant=variant, seed=seed, epochs=epochs, n_train=len(tr), n_test=len(te),
+        fit_s=fit, cells_epochs_per_s=len(tr) * epochs / fit,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra,
     )
-    out.write_text(json.dumps(res, indent=1, default=float))
-    print(json.dumps(res, indent=1, default=float))
+    return res
+
+
+def launch(method: str, variant: str, seed: int) -> None:
+    path = RUNS / f"{method}_{variant}_s{seed}.json"
+    if path.exists():
+        return
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, __file__, "--one", method, variant, str(seed)]
+    t0 = time.time()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"FAILED {method} {variant} {seed}:\n{done.stderr[-3000:]}", flush=True)
+        return
+    print(f"done {method} {variant} seed {seed} in {time.time() - t0:.0f}s", flush=True)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--epochs", type=int, default=25)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--methods", default="multimixvi,multivi")
-    p.add_argument("--method", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--parallel", action="store_true", help="run the methods at the same time")
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--one", nargs=3, metavar=("METHOD", "VARIANT", "SEED"), help=argparse.SUPPRESS)
+    p.add_argument("--ablation", action="store_true", help="MultiMixVI variants, seed 0")
+    p.add_argument("--methods", default="multimixvi,multivi,babel")
+    p.add_argument("--parallel", type=int, default=2)
+    p.add_argument("--report-only", action="store_true")
     a = p.parse_args()
-    if a.method:
-        run_one(a.method, a.epochs, a.threads, HERE / f"_{a.method}.json", a.seed)
+    if a.one:
+        method, variant, seed = a.one
+        res = run_one(method, variant, int(seed))
+        RUNS.mkdir(exist_ok=True)
+        (RUNS / f"{method}_{variant}_s{seed}.json").write_text(json.dumps(res, default=float))
         return
-    cmds = [
-        [sys.executable, __file__, "--method", m, "--epochs", str(a.epochs), "--threads", str(a.threads), "--seed", str(a.seed)]
-        for m in a.methods.split(",")
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads)}
-    if a.parallel:
-        procs = [subprocess.Popen(c, env=env) for c in cmds]
-        assert all(pr.wait() == 0 for pr in procs)
-    else:
-        for c in cmds:
-            subprocess.run(c, check=True, env=env)
-    summarize(a.methods.split(","))
+    if not a.report_only:
+        RUNS.mkdir(exist_ok=True)
+        if a.ablation:
+            jobs = [("multimixvi", v, 0) for v in ABLATION]
+        else:
+            jobs = [(m, "default", s) for s in SEEDS for m in a.methods.split(",")]
+        with ThreadPoolExecutor(a.parallel) as pool:
+            list(pool.map(lambda j: launch(*j), jobs))
+    summarize()
 
 
-def summarize(methods) -> None:
+COLUMNS = ["epochs", "foscttm", "label_transfer_query_atac", "label_transfer_query_rna",
+           "rna_pearson_cell", "rna_pearson_cell_floor", "rna_pearson_gene", "atac_auroc",
+           "atac_auroc_floor", "atac_auprc", "atac_auprc_floor", "atac_calibration_error",
+           "leiden_ari", "mixture_ari", "mixture_k", "cells_epochs_per_s", "peak_rss_mb"]
+
+
+def summarize() -> None:
     import pandas as pd
 
-    rows = [json.loads((HERE / f"_{m}.json").read_text()) for m in methods]
-    df = pd.DataFrame(rows).set_index("method")
-    df.to_csv(HERE / "results.csv")
-    print(df.T.to_string())
-    plot(df)
+    rows = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
+    if not rows:
+        print("no runs")
+        return
+    df = pd.DataFrame(rows)
+    df.to_csv(HERE / "results.csv", index=False)
+    cols = [c for c in COLUMNS if c in df]
+    main_runs = df[df["variant"] == "default"]
+    mean = main_runs.groupby("method")[cols].mean()
+    sd = main_runs.groupby("method")[cols].std()
+    print("methods (mean over seeds; sd):")
+    print((mean.round(3).astype(str) + " (" + sd.round(3).astype(str) + ")").T.to_string())
+    abl = df[(df["method"] == "multimixvi") & (df["seed"] == 0)].set_index("variant")[cols]
+    print("\nablation (MultiMixVI, seed 0):")
+    print(abl.round(3).T.to_string())
+    plot(mean)
 
 
 def plot(df) -> None:
