@@ -233,3 +233,18 @@ def test_n_components_argument():
     for bad in ("0", "-2", "x", "2.5"):
         with pytest.raises(argparse.ArgumentTypeError):
             cli.n_components_arg(bad)
+
+
+def test_early_stopping_and_resolution_options_reach_training():
+    from mixvi.cli import build_parser
+    from mixvi.cli._fit import _train_kwargs
+
+    parser = build_parser()
+    off = parser.parse_args(["fit-multi", "x.h5mu", "--out", "o.h5mu", "--no-early-stopping", "--resolution", "2"])
+    assert off.early_stopping is False and off.resolution == 2.0
+    assert _train_kwargs(None, off.early_stopping, None, None)["early_stopping"] is False
+    default = parser.parse_args(["fit", "x.h5ad", "--out", "o.h5ad"])
+    assert default.early_stopping is None and default.resolution is None
+    assert "early_stopping" not in _train_kwargs(None, default.early_stopping, None, None)
+    on = parser.parse_args(["fit", "x.h5ad", "--out", "o.h5ad", "--early-stopping"])
+    assert _train_kwargs(None, on.early_stopping, None, None)["early_stopping"] is True

@@ -26,6 +26,9 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "metrics": ("mixvi.metrics", None),
     "pl": ("mixvi.pl", None),
     "priors": ("mixvi.priors", None),
+    "module": ("mixvi.module", None),
+    "train": ("mixvi.train", None),
+    "dataloaders": ("mixvi.dataloaders", None),
 }
 
 __all__ = ["MixVI", "MultiMixVI", "__version__", "data", "datasets", "metrics", "pl", "priors", "settings"]

@@ -16,7 +16,8 @@ from ._inputs import CommandError, check_input_file
 from ._logging import logger
 from ._summary import _print_table, print_summary
 
-DEMO_N_COMPONENTS = 8
+#: the demo runs the library defaults (the number of clusters found from the data)
+DEMO_N_COMPONENTS = "auto"
 #: Balanced accuracy of a kNN batch classifier on the embedding above which the CLI warns
 #: that the batches are not mixed (chance is 1 / n_batches).
 BATCH_MIXING_THRESHOLD = 0.95
@@ -119,7 +120,8 @@ def fit(
     umap_png: Path | None = None,
     seed: int = 0,
     *,
-    early_stopping: bool = False,
+    early_stopping: bool | None = None,
+    resolution: float | None = None,
     batch_balance_weight: float | None = None,
     accelerator: str | None = None,
     progress_bar: bool | None = None,
@@ -145,8 +147,8 @@ def fit(
         Where to draw the UMAP (optional).
     seed
         Random seed (``scvi.settings.seed``).
-    early_stopping, batch_balance_weight, accelerator
-        Passed to the model when set (``None`` / ``False``: the model's default).
+    early_stopping, resolution, batch_balance_weight, accelerator
+        Passed to the model when set (``None``: the model's default).
     progress_bar
         ``enable_progress_bar`` of training; ``None``: on a terminal only.
 
@@ -163,7 +165,7 @@ def fit(
         mixvi.data.check_obs_key(adata, labels_key, role="labels_key")
     scvi.settings.seed = seed
     mixvi.MixVI.setup_anndata(adata, layer=layer, batch_key=batch_key)
-    options = {"prior": prior, "n_components": n_components,
+    options = {"prior": prior, "n_components": n_components, "resolution": resolution,
                "batch_balance_weight": batch_balance_weight}
     model = mixvi.MixVI(adata, **{k: v for k, v in options.items() if v is not None})
     logger.info("%s", model._model_summary_string)
@@ -198,8 +200,8 @@ def fit(
 
 def _train_kwargs(max_epochs, early_stopping, accelerator, progress_bar) -> dict:
     kwargs: dict = {"max_epochs": max_epochs}
-    if early_stopping:
-        kwargs["early_stopping"] = True
+    if early_stopping is not None:
+        kwargs["early_stopping"] = early_stopping
     if accelerator is not None:
         kwargs["accelerator"] = accelerator
     if progress_bar is not None:
@@ -254,7 +256,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         max_epochs=args.max_epochs, key_added=args.key_added,
         model_dir=Path(args.model_dir) if args.model_dir else None,
         umap_png=Path(args.umap_png) if args.umap_png else None, seed=args.seed,
-        early_stopping=args.early_stopping, batch_balance_weight=args.batch_balance_weight,
+        early_stopping=args.early_stopping, resolution=args.resolution,
+        batch_balance_weight=args.batch_balance_weight,
         accelerator=args.accelerator, progress_bar=False if args.quiet else None,
     )
     print_summary("fit", time.perf_counter() - start, metrics, [

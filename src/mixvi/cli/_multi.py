@@ -55,7 +55,8 @@ def fit_multi(path: Path, args: argparse.Namespace) -> tuple[list, dict]:
     scvi.settings.seed = args.seed
     mixvi.MultiMixVI.setup_mudata(mdata, rna_layer=layers["rna"], atac_layer=layers["atac"],
                                   batch_key=args.batch_key, modalities=mods)
-    options = {"prior": args.prior, "n_components": args.n_components}
+    options = {"prior": args.prior, "n_components": args.n_components,
+               "resolution": args.resolution}
     model = mixvi.MultiMixVI(mdata, **{k: v for k, v in options.items() if v is not None})
     logger.info("%s", model._model_summary_string)
     start = time.perf_counter()

@@ -79,12 +79,18 @@ def _add_training(p: argparse.ArgumentParser, multi: bool) -> None:
     g.add_argument("--prior", default=None, choices=["gmm", "normal", "hierarchical"],
                    help="latent prior (default: the model's, 'gmm')")
     g.add_argument("--n-components", type=n_components_arg, default=None, metavar="K",
-                   help="mixture components = clusters (default: the model's, 10)")
+                   help="mixture components = clusters: a number, or 'auto' to find it from "
+                        "the data (default: the model's, 'auto')")
     g.add_argument("--max-epochs", type=int, default=None, metavar="N",
                    help="training epochs (default: the model's, about 400 for up to 20k "
                         "cells, fewer above)")
-    g.add_argument("--early-stopping", action="store_true",
-                   help="stop when the validation loss stops improving")
+    g.add_argument("--resolution", type=float, default=None, metavar="R",
+                   help="with --n-components auto: higher finds more, smaller clusters "
+                        "(default: the model's, 1.0)")
+    g.add_argument("--early-stopping", action=argparse.BooleanOptionalAction, default=None,
+                   help="stop when the validation loss stops improving, keeping the best "
+                        "epoch (default: the model's: "
+                        + ("on" if multi else "off") + ")")
     if not multi:
         g.add_argument("--batch-balance-weight", type=float, default=None, metavar="W",
                        help="weight of the penalty that asks every mixture component to hold "
@@ -116,9 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "the metrics to one folder. About 5 minutes on 2 CPU cores.",
     )
     demo.add_argument("--out", default="mixvi_demo_out", metavar="DIR", help="output folder")
-    demo.add_argument("--max-epochs", type=int, default=200, metavar="N", help="training epochs")
+    demo.add_argument("--max-epochs", type=int, default=None, metavar="N",
+                      help="training epochs (default: the model's, 400 for these 1,556 cells)")
     demo.add_argument("--n-components", type=n_components_arg, default=DEMO_N_COMPONENTS,
-                      metavar="K", help="mixture components = clusters")
+                      metavar="K", help="mixture components = clusters, or 'auto'")
     _add_common(demo)
     demo.set_defaults(func=_cmd_demo)
 

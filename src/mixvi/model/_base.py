@@ -22,6 +22,12 @@ MAX_AUTO_COMPONENTS = 50
 DEFAULT_RESOLUTION = 1.0
 
 
+def _components_text(prior_layer) -> str:
+    """``n_components`` for the model summary: a number, or "auto" with its capacity."""
+    capacity = prior_layer.prior.n_components
+    return f"'auto' (up to {capacity})" if prior_layer.resolution is not None else str(capacity)
+
+
 class MixModelMixin:
     """Model-side set-up of the prior, one path for both models.
 

@@ -59,8 +59,9 @@ class ClusterMixin:
     ) -> pd.DataFrame:
         """Cluster of each cell: the most probable mixture component.
 
-        Probabilities are the responsibilities ``r_k propto pi_k N(mu(x); m_k, s_k^2)``
-        at the posterior mean (or q(c|x) with ``posterior="mixture"``).
+        Probabilities are the responsibilities
+        ``r_k propto pi_k N(mu(x); m_k, s_k^2 + sigma(x)^2)``, the posterior's own
+        uncertainty integrated out (or q(c|x) with ``posterior="mixture"``).
 
         Parameters
         ----------

@@ -23,7 +23,7 @@ from scvi.model.base import (
     VAEMixin,
 )
 
-from mixvi.model._base import MixModelMixin
+from mixvi.model._base import MixModelMixin, _components_text
 from mixvi.model._clusters import ClusterMixin
 from mixvi.model._save_load import SafeSaveLoadMixin
 from mixvi.model._training import MixTrainingMixin, default_max_epochs, default_plan
@@ -177,7 +177,7 @@ class MixVI(
         n_label_components = prior_args["n_label_components"]
         self._model_summary_string = (
             f"MixVI model: prior={prior!r}, posterior={posterior!r}, "
-            f"n_components={n_components if isinstance(n_components, str) else self.module.prior.n_components}, "
+            f"n_components={_components_text(self.module.prior_layer)}, "
             f"n_latent={n_latent}, "
             f"gene_likelihood={gene_likelihood!r}, label prior: "
             f"{n_label_components or 'off'}."
@@ -287,7 +287,7 @@ class MixVI(
         prior_init_epoch
             Epoch at whose start the mixture is first fitted to the encoder's posteriors
             (k-means, or Leiden with ``n_components="auto"``); defaults to the end of the
-            KL warm-up. EM refits follow every twentieth of training and at its end
+            KL warm-up. EM refits follow every tenth of training and at its end
             (``plan_kwargs={"refit_every": ..., "final_refit": ...}``).
         gumbel_temperature
             ``(start, end)`` Gumbel-softmax temperatures for ``posterior="mixture"``,

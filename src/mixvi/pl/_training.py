@@ -54,7 +54,8 @@ def _n_components(model_or_history: Any, n_components: int | None) -> int | None
     if n_components is not None:
         return int(n_components)
     prior = getattr(getattr(model_or_history, "module", None), "prior", None)
-    return getattr(prior, "n_components", None)
+    # the components in use: with n_components="auto" most of the capacity is switched off
+    return getattr(prior, "n_active", getattr(prior, "n_components", None))
 
 
 def training_curves(
