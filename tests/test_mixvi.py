@@ -188,6 +188,58 @@ def test_load_query_data_maps_new_batch(tmp_path):
     np.testing.assert_allclose(ref_again, ref_latent, atol=1e-4)
 
 
+@pytest.mark.parametrize("prior", ["gmm", "hierarchical"])
+def test_auto_mixture_loads_and_maps_queries_of_another_size(tmp_path, prior):
+    """n_components="auto" sizes the mixture from the training data (one slot per 20
+    cells); a load on fewer cells and a query model must rebuild the same slots."""
+    scvi.settings.seed = 0
+    full = make_counts(n_cells=600, n_batches=3)
+    ref = full[full.obs["batch"] != "b2"].copy()
+    query = full[full.obs["batch"] == "b2"].copy()
+    mixvi.MixVI.setup_anndata(ref, layer="counts", batch_key="batch")
+    model = mixvi.MixVI(ref, n_latent=4, n_hidden=32, prior=prior, encode_covariates=True)
+    slots = model.module.prior.n_components
+    assert ref.n_obs // 20 > query.n_obs // 20  # the query alone would give fewer slots
+    model.train(max_epochs=12, **FAST_TRAIN)
+    latent = model.get_latent_representation(ref[:100])
+    model.save(tmp_path / "ref")
+    few = ref[:100].copy()
+    loaded = mixvi.MixVI.load(tmp_path / "ref", adata=few)
+    assert loaded.module.prior.n_components == slots
+    np.testing.assert_allclose(loaded.get_latent_representation(), latent, atol=1e-5)
+    for reference in (model, tmp_path / "ref"):
+        query_model = mixvi.MixVI.load_query_data(query.copy(), reference)
+        assert query_model.module.prior.n_components == slots
+        query_model.train(max_epochs=2, **FAST_TRAIN)
+        # the reference's fitted mixture, frozen, with its switched-off slots
+        torch.testing.assert_close(query_model.module.prior.state_dict(), model.module.prior.state_dict())
+        assert torch.equal(query_model.module.prior.active, model.module.prior.active)
+    if prior == "hierarchical":  # the tree plot spans the active leaves
+        import matplotlib
+
+        matplotlib.use("Agg")
+        ax = mixvi.pl.tree(model, show=False)
+        n_leaves = int(model.module.prior.active[: model.module.prior.n_leaves].sum())
+        assert len(ax.get_yticklabels()) == n_leaves < model.module.prior.n_leaves
+
+
+def test_label_prior_reference_predicts_labels_of_an_unlabelled_query():
+    scvi.settings.seed = 0
+    full = make_counts(n_cells=400, n_batches=3)
+    ref = full[full.obs["batch"] != "b2"].copy()
+    query = full[full.obs["batch"] == "b2"].copy()
+    truth = query.obs["cell_type"].astype(str).to_numpy()
+    query.obs["cell_type"] = pd.Categorical(["Unknown"] * query.n_obs)  # no label known
+    mixvi.MixVI.setup_anndata(ref, layer="counts", batch_key="batch", labels_key="cell_type")
+    model = mixvi.MixVI(ref, n_latent=4, n_hidden=32, encode_covariates=True)
+    model.train(max_epochs=20, **FAST_TRAIN)
+    query_model = mixvi.MixVI.load_query_data(query, model)
+    query_model.train(max_epochs=5, **FAST_TRAIN)
+    accuracy = (query_model.predict() == truth).mean()
+    majority = pd.Series(truth).value_counts(normalize=True).iloc[0]
+    assert accuracy > majority + 0.3, (accuracy, majority)
+
+
 def test_model_creation_errors(counts_adata):
     mixvi.MixVI.setup_anndata(counts_adata, layer="counts", batch_key="batch")
     with pytest.raises(ValueError, match="n_components"):

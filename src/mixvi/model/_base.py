@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 from scvi import REGISTRY_KEYS
 
 from mixvi.dataloaders import make_loader
@@ -22,9 +25,26 @@ MAX_AUTO_COMPONENTS = 50
 DEFAULT_RESOLUTION = 1.0
 
 
+#: while a saved or reference model is rebuilt on other data (load, load_query_data), the
+#: capacity of its "auto" mixture: the new model must have the same parameter shapes, not a
+#: capacity computed from the new data's number of cells
+_AUTO_CAPACITY: ContextVar[int | None] = ContextVar("mixvi_auto_capacity", default=None)
+
+
+@contextmanager
+def auto_capacity(capacity: int | None):
+    """Within the block, ``n_components="auto"`` builds ``capacity`` components."""
+    token = _AUTO_CAPACITY.set(None if capacity is None else int(capacity))
+    try:
+        yield
+    finally:
+        _AUTO_CAPACITY.reset(token)
+
+
 def _components_text(prior_layer) -> str:
     """``n_components`` for the model summary: a number, or "auto" with its capacity."""
-    capacity = prior_layer.prior.n_components
+    prior = prior_layer.prior
+    capacity = getattr(prior, "n_leaves", prior.n_components)  # a tree counts its leaves
     return f"'auto' (up to {capacity})" if prior_layer.resolution is not None else str(capacity)
 
 
@@ -107,8 +127,9 @@ class MixModelMixin:
             check_choice("n_components", n_components, ("auto",))
             check_real("resolution", resolution, 0.0, low_open=True)
             room = min(MAX_AUTO_COMPONENTS, max(self.adata.n_obs // 20, 2))
-            n_components = n_label + room
-        check_n_components(n_components, self.adata.n_obs)
+            n_components = _AUTO_CAPACITY.get() or n_label + room
+        else:
+            check_n_components(n_components, self.adata.n_obs)
         if n_label and n_components < n_label:
             raise ValueError(
                 f"{n_label} known labels need at least as many mixture components; got "

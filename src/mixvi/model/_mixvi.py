@@ -226,6 +226,8 @@ class MixVI(
             batch_key=batch_key,
             labels_key=labels_key,
             unlabeled_category=unlabeled_category,
+            # a query set up from a reference's registry (load_query_data) may be unlabelled
+            min_label_categories=0 if kwargs.get("source_registry") is not None else 2,
             other_obs_keys={
                 **{f"categorical_covariate_keys[{i}]": k
                    for i, k in enumerate(categorical_covariate_keys or [])},

@@ -35,6 +35,10 @@ class SafeSaveLoadMixin:
 
         self.mixvi_version_ = _mixvi_version()
         self.scvi_version_ = scvi.__version__
+        # saved with the model: the number of mixture slots, which "auto" computed from the
+        # training data's size and which a load on other data must rebuild
+        prior = self.module.prior_layer.prior
+        self.n_components_capacity_ = int(getattr(prior, "n_leaves", prior.n_components))
 
     @classmethod
     def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs: Any):
@@ -51,11 +55,14 @@ class SafeSaveLoadMixin:
             Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``,
             ``device``, ``prefix``, ...).
         """
+        from mixvi.model._base import auto_capacity
+
         attr_dict, var_names = read_saved_model(dir_path, prefix=kwargs.get("prefix"))
         check_saved_model(cls, attr_dict)
         if adata is not None and var_names is not None:
             check_feature_names(var_names, adata)
-        return super().load(dir_path, adata=adata, **kwargs)
+        with auto_capacity(attr_dict.get("n_components_capacity_")):
+            return super().load(dir_path, adata=adata, **kwargs)
 
     @classmethod
     def load_query_data(cls, adata=None, reference_model=None, *args: Any, **kwargs: Any):
@@ -66,20 +73,27 @@ class SafeSaveLoadMixin:
         version); the query must have the reference's features in the same order
         (scvi-tools only warns), unless ``inplace_subset_query_vars=True``.
         """
+        from mixvi.model._base import auto_capacity
+
         parent = super()
         if not hasattr(parent, "load_query_data"):
             raise NotImplementedError(f"{cls.__name__} does not support load_query_data.")
-        if reference_model is not None and adata is not None:
+        capacity = None
+        if reference_model is not None:
             if isinstance(reference_model, (str, os.PathLike)):
                 attr_dict, var_names = read_saved_model(str(reference_model))
                 check_saved_model(cls, attr_dict)
+                capacity = attr_dict.get("n_components_capacity_")
             else:
                 var_names = reference_model.get_var_names()
-            if var_names is not None and not kwargs.get("inplace_subset_query_vars", False):
+                capacity = getattr(reference_model, "n_components_capacity_", None)
+            if (adata is not None and var_names is not None
+                    and not kwargs.get("inplace_subset_query_vars", False)):
                 check_feature_names(var_names, adata)
         if isinstance(reference_model, os.PathLike):
             reference_model = str(reference_model)
-        return parent.load_query_data(adata, reference_model, *args, **kwargs)
+        with auto_capacity(capacity):
+            return parent.load_query_data(adata, reference_model, *args, **kwargs)
 
     def _validate_anndata(self, adata=None, copy_if_view: bool = True):
         """Before scvi-tools transfers the set-up to data this model has not seen, check the

@@ -173,6 +173,7 @@ def validate_setup(
     other_obs_keys: Mapping[str, str | None] | None = None,
     modality: str = "RNA",
     check_counts: bool = True,
+    min_label_categories: int = 2,
 ) -> None:
     """Validate an AnnData before registering it.
 
@@ -193,6 +194,9 @@ def validate_setup(
         Name used in messages (``"RNA"``, ``"ATAC"``).
     check_counts
         Check the matrix (see :func:`validate_matrix`).
+    min_label_categories
+        Known label categories required; ``0`` for a query mapped onto a reference
+        (scArches), whose cells may all be unlabelled.
     """
     if check_counts:
         validate_matrix(adata, layer, modality)
@@ -200,7 +204,7 @@ def validate_setup(
         check_n_categories(adata, batch_key, role="batch_key", min_categories=1)
     if labels_key is not None:
         check_n_categories(
-            adata, labels_key, role="labels_key", min_categories=2,
+            adata, labels_key, role="labels_key", min_categories=min_label_categories,
             unlabeled_category=unlabeled_category,
         )
     for role, key in (other_obs_keys or {}).items():

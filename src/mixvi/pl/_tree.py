@@ -155,7 +155,8 @@ def tree(
         else:
             h[node] = 1.0 + max(h[a], h[b])
         below[node] = below[a] + below[b]
-    root = 2 * L - 2
+    # the tree spans the active leaves only (switched-off leaves have no node)
+    root = L + len(children) - 1
 
     # leaf order: depth-first from the root, so every subtree is contiguous
     order: list[int] = []
@@ -167,8 +168,9 @@ def tree(
         else:
             a, b = children[node - L]
             stack.extend([b, a])
+    n_shown = len(order)
     y = np.zeros(2 * L - 1)
-    y[order] = np.arange(L)[::-1]  # first leaf at the top
+    y[order] = np.arange(n_shown)[::-1]  # first leaf at the top
     for j, (a, b) in enumerate(children):
         y[L + j] = 0.5 * (y[a] + y[b])
 
@@ -179,7 +181,7 @@ def tree(
     )
 
     if figsize is None:
-        figsize = (8.0, 1.2 + 0.45 * L)
+        figsize = (8.0, 1.2 + 0.45 * n_shown)
     owns_figure = ax is None
     fig, ax = new_axes(ax, figsize)
     # colours of the clusters in scanpy plots, if the leaves were read from adata.obs
@@ -195,7 +197,7 @@ def tree(
                    edgecolor="black", zorder=3)
         ax.annotate(f"{names[node]} (n={n_below})", (h[node], y[node]), xytext=(3, 4),
                     textcoords="offset points", fontsize=7, color="dimgrey")
-    for leaf in range(L):
+    for leaf in order:
         ax.scatter(h[leaf], y[leaf], s=20 + 280 * weights[leaf] / wmax,
                    color=palette[leaf_names[leaf]], edgecolor="black", zorder=3)
     ticks = []
@@ -209,7 +211,7 @@ def tree(
     ax.set_yticklabels(ticks, fontsize=8)
     ax.yaxis.tick_right()
     ax.tick_params(axis="y", length=0, pad=8)
-    ax.set_ylim(-0.7, L - 0.3)
+    ax.set_ylim(-0.7, n_shown - 0.3)
     ax.invert_xaxis()  # root on the left, leaves (and their labels) on the right
     ax.set_xlabel(
         "distance between the merged means (latent)" if height == "distance" else "merge steps"
@@ -217,7 +219,8 @@ def tree(
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
     if title is None:
-        title = f"hierarchical mixture: {L} leaves, {int(counts.gt(0).sum())} with cells"
+        title = (f"hierarchical mixture: {n_shown} leaves, "
+                 f"{int(counts.iloc[order].gt(0).sum())} with cells")
         if n_genes > 0 and markers:
             title += f" (top {n_genes} marker genes)"
     ax.set_title(title, fontsize=10)
