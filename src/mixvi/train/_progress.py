@@ -234,7 +234,8 @@ class TrainingLog(Callback):
         handler.setFormatter(logging.Formatter("%(asctime)s mixvi: %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
         self._handler, self._old_level = handler, logger.level
-        if logger.getEffectiveLevel() > logging.INFO:
+        # a level the user set on the "mixvi" logger is kept (setLevel(ERROR) silences it)
+        if logger.level == logging.NOTSET and logger.getEffectiveLevel() > logging.INFO:
             logger.setLevel(logging.INFO)
 
     def _detach_handler(self) -> None:
