@@ -88,27 +88,22 @@ def translation(
     a.axvline(np.nanmean(gene_r), color="#d62728", lw=1.5, label=f"mean r = {np.nanmean(gene_r):.3f}")
     a.set(xlabel="per-gene Pearson r, RNA from ATAC", ylabel="genes")
     a.legend(fontsize=7, loc="upper right")
-    a = axes[1]
-    a.hist(model["pearson_cell_values"], bins=40, alpha=0.7, label=f"model ({model['pearson_cell']:.3f})")
-    if rna_floor is not None:
-        floor = rna_translation_metrics(rna_floor, rna_observed, return_values=True)
-        a.hist(floor["pearson_cell_values"], bins=40, alpha=0.5, color="grey",
-               label=f"mean profile ({floor['pearson_cell']:.3f})")
-    a.set(xlabel="per-cell Pearson r, RNA from ATAC", ylabel="cells")
-    a.legend(fontsize=7)
+    floor = (None if rna_floor is None
+             else rna_translation_metrics(rna_floor, rna_observed, return_values=True))
+    _model_vs_floor(axes[1], model, floor, "pearson_cell_values",
+                    f"model ({model['pearson_cell']:.3f})",
+                    None if floor is None else f"mean profile ({floor['pearson_cell']:.3f})",
+                    "per-cell Pearson r, RNA from ATAC")
     i = 2
     if atac_predicted is not None:
-        a = axes[i]
-        i += 1
         peaks = atac_translation_metrics(atac_predicted, atac_observed, per_cell=True)
-        a.hist(peaks["auroc_per_cell_values"], bins=40, alpha=0.7,
-               label=f"model (AUROC {peaks['auroc']:.3f})")
-        if atac_floor is not None:
-            fl = atac_translation_metrics(atac_floor, atac_observed, per_cell=True)
-            a.hist(fl["auroc_per_cell_values"], bins=40, alpha=0.5, color="grey",
-                   label=f"peak frequency ({fl['auroc']:.3f})")
-        a.set(xlabel="per-cell AUROC, peaks from RNA", ylabel="cells")
-        a.legend(fontsize=7)
+        fl = (None if atac_floor is None
+              else atac_translation_metrics(atac_floor, atac_observed, per_cell=True))
+        _model_vs_floor(axes[i], peaks, fl, "auroc_per_cell_values",
+                        f"model (AUROC {peaks['auroc']:.3f})",
+                        None if fl is None else f"peak frequency ({fl['auroc']:.3f})",
+                        "per-cell AUROC, peaks from RNA")
+        i += 1
     if adata is not None and genes:
         xy = np.asarray(adata.obsm[f"X_{basis}"])[:, :2]
         idx = adata.var_names.get_indexer(genes)
@@ -141,3 +136,13 @@ def translation(
 
 def _row_sums(matrix) -> np.ndarray:
     return np.asarray(matrix.sum(1)).ravel()
+
+
+def _model_vs_floor(a, model: dict, floor: dict | None, key: str, label: str,
+                    floor_label: str | None, xlabel: str) -> None:
+    """Histogram of a per-cell score of the model, with the floor's beside it in grey."""
+    a.hist(model[key], bins=40, alpha=0.7, label=label)
+    if floor is not None:
+        a.hist(floor[key], bins=40, alpha=0.5, color="grey", label=floor_label)
+    a.set(xlabel=xlabel, ylabel="cells")
+    a.legend(fontsize=7)
