@@ -475,11 +475,10 @@ def em_refit(
 
 
 def _has_duplicates(means, variances, active, n_label_components) -> bool:
-    on = np.where(active & (np.arange(len(active)) >= n_label_components))[0]
-    if len(on) < 2:
-        return False
-    skl = symmetric_kl_matrix(means[on], variances[on])
-    return bool((skl[np.triu_indices(len(on), 1)] < DUPLICATE_KL).any())
+    """Would :func:`_merge_duplicates` merge any two free components (run on copies)?"""
+    _, _, merged = _merge_duplicates(means, variances, np.ones(len(active)), active.copy(),
+                                     n_label_components)
+    return bool(merged)
 
 
 def _kmeans_components(latent, latent_var, known, n_components, n_label_components,
