@@ -309,6 +309,27 @@ def test_palettes_differ_by_kind_and_do_not_repeat():
     assert mixvi.pl.palette_kind("cell_type") == "label"
 
 
+def _cielab(hex_color: str) -> np.ndarray:
+    """sRGB (D65) to CIELAB, written out here independently of the plotting code."""
+    rgb = np.array([int(hex_color[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    lin = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722],
+                    [0.0193, 0.1192, 0.9505]]) @ lin / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def test_cell_type_colours_do_not_look_like_cluster_colours():
+    # The demo UMAP drew cluster 0 and CD14+ monocytes both blue (Set1's blue is 3.8 CIELAB
+    # units from tab10's): side by side they read as a match. Visibly different: > 20 units.
+    clusters = [_cielab(c) for c in mixvi.pl.palette("cluster", 10)]
+    labels = [_cielab(c) for c in mixvi.pl.palette("label", 8)]
+    to_clusters = min(np.linalg.norm(a - b) for a in labels for b in clusters)
+    among = min(np.linalg.norm(a - b) for i, a in enumerate(labels) for b in labels[i + 1:])
+    assert to_clusters > 20 and among > 20, (to_clusters, among)
+    assert np.linalg.norm(_cielab("#377eb8") - _cielab("#1f77b4")) < 5  # the test sees that case
+
+
 def _colors(ax) -> set[tuple]:
     return {tuple(np.round(c, 4)) for c in ax.collections[0].get_facecolors()}
 

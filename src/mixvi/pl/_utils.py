@@ -71,15 +71,18 @@ PaletteKind = Literal["cluster", "batch", "label"]
 # Each kind of panel has its own colours, so that cluster 0, the first batch and the first
 # cell type are never drawn alike (a shared default palette suggests a match that is not
 # there). Clusters: scanpy's 20-colour default (tab20, dark shades first); batches: Dark2
-# reordered (purple and mustard first); cell types / labels: Set1 without its yellow. Longer lists continue
-# with tab20b (batches), zeileis_28 (labels), then godsnot_102 (all, without its yellow).
+# reordered (purple and mustard first); cell types / labels: eight colours of scanpy's long
+# palettes picked greedily to be far from the first ten cluster colours in CIELAB (colour
+# difference >= 33, against 2-4 for Set1's blue and orange: a cluster panel beside a cell-type
+# panel must not look like a match) and from each other (>= 37). Longer lists continue with
+# tab20b (batches), zeileis_28 (labels), then godsnot_102 (all, without its yellow).
 _CLUSTER = [
     "#1f77b4", "#ff7f0e", "#279e68", "#d62728", "#aa40fc", "#8c564b", "#e377c2", "#b5bd61",
     "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2",
     "#dbdb8d", "#9edae5", "#ad494a", "#8c6d31",
 ]
 _BATCH = ["#7570b3", "#e6ab02", "#1b9e77", "#e7298a", "#66a61e", "#a6761d", "#666666", "#d95f02"]
-_LABEL = ["#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a65628", "#f781bf", "#999999"]
+_LABEL = ["#4FC601", "#004D43", "#B903AA", "#8E063B", "#336600", "#FF8A9A", "#4A3B53", "#023FA5"]
 _TAB20B = [
     "#393b79", "#5254a3", "#6b6ecf", "#9c9ede", "#637939", "#8ca252", "#b5cf6b", "#cedb9c",
     "#8c6d31", "#bd9e39", "#e7ba52", "#e7cb94", "#843c39", "#ad494a", "#d6616b", "#e7969c",
@@ -107,7 +110,9 @@ def palette(kind: PaletteKind, n: int) -> list[str]:
     ----------
     kind
         ``"cluster"`` (scanpy's 20-colour default), ``"batch"`` (Dark2) or ``"label"``
-        (Set1 without yellow); longer lists continue with further qualitative palettes.
+        (eight colours far from the first ten cluster colours, so a cluster panel beside a
+        cell-type panel does not suggest a match); longer lists continue with further
+        qualitative palettes.
     n
         Number of colours.
 
