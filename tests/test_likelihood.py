@@ -7,7 +7,7 @@ import torch
 from scvi.distributions import NegativeBinomial
 
 import mixvi
-from mixvi.module._likelihood import count_log_likelihood, nb_log_likelihood
+from mixvi.module._likelihood import count_log_likelihood, nb_log_likelihood, subset_nonzero
 
 torch.set_num_threads(1)
 
@@ -57,7 +57,7 @@ def test_sparse_atac_encoder_and_likelihood_equal_dense():
         dense_nll = torch.nn.functional.binary_cross_entropy_with_logits(
             out, (y > 0).float(), reduction="none").sum(-1)
         peaks = torch.tensor([0, 5, 7, 100, 150])
-        subset_nz = module._subset_nonzero(nz, peaks, y.shape[1])
+        subset_nz = subset_nonzero(nz, peaks, y.shape[1])
         sub = y[:, peaks]
     torch.testing.assert_close(q_sparse.loc, q_dense.loc, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(module._atac_nll(out, y, nz), dense_nll, rtol=1e-5, atol=1e-4)

@@ -8,6 +8,7 @@ measured in one modality only.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from typing import Literal
@@ -22,6 +23,14 @@ from scvi import REGISTRY_KEYS
 from mixvi.data import check_obs_key, check_var_names, get_matrix, validate_counts
 from mixvi.dataloaders import NONZERO_SUFFIX
 from mixvi.module._multimixvae import ATAC_X_KEY
+from mixvi.module._translation_calibration import (
+    MAX_CALIBRATION_ENTRIES,
+    RnaShrinkageFit,
+    fit_peak_weights,
+    rate_to_link,
+)
+
+logger = logging.getLogger(__name__)
 
 LibrarySize = float | Sequence[float] | np.ndarray | Literal["observed"]
 
@@ -104,7 +113,7 @@ class TranslationMixin:
     # -- prediction ----------------------------------------------------------------------
     @torch.inference_mode()
     def _translate(
-        self, adata, source: str, batch_size: int | None, library_size=None
+        self, adata, source: str, batch_size: int | None, library_size=None, calibrated: bool = True
     ) -> AnnData:
         """Encode ``source`` alone, decode the other modality; one pass over the cells."""
         if adata is None:
@@ -120,6 +129,7 @@ class TranslationMixin:
         mosaic = self._validate_anndata(mosaic)
         module = self.module
         module.eval()
+        calibration = module.translation_calibration
         outs, latents = [], []
         for tensors in self._make_data_loader(adata=mosaic, batch_size=batch_size):
             key = REGISTRY_KEYS.X_KEY if source == "rna" else ATAC_X_KEY
@@ -128,10 +138,12 @@ class TranslationMixin:
             nonzero = tensors.get(key + NONZERO_SUFFIX)
             qz, factor = module.encode(source, x, b, None if nonzero is None else nonzero.to(x.device))
             if source == "atac":
-                scale, _ = module.decode_rna(qz.loc, b, torch.zeros((x.shape[0], 1), device=x.device))
-                outs.append(scale.cpu().numpy())
+                scale = self._decoded_rna(qz.loc, b)
+                outs.append((calibration.rna(scale) if calibrated else scale).cpu().numpy())
             else:
-                outs.append(module.accessibility(module.decode_atac(qz.loc, b, factor)).cpu().numpy())
+                decoded = module.decode_atac(qz.loc, b, torch.zeros_like(factor))
+                score = calibration.peak_score(decoded, factor) if calibrated else decoded + factor
+                outs.append(module.accessibility(score).cpu().numpy())
             latents.append(qz.loc.cpu().numpy())
         var_names = self.gene_names if source == "atac" else self.peak_names
         values = np.concatenate(outs).astype(np.float32)
@@ -147,6 +159,122 @@ class TranslationMixin:
         else:
             out.X = values
         return out
+
+    def _decoded_rna(self, z: torch.Tensor, batch_index: torch.Tensor) -> torch.Tensor:
+        """Normalised expression ``(n, n_genes)`` decoded from ``z`` (library-free)."""
+        scale, _ = self.module.decode_rna(z, batch_index, torch.zeros((z.shape[0], 1), device=z.device))
+        return scale
+
+    # -- calibration on held-out cells -----------------------------------------------------
+    @torch.inference_mode()
+    def _population_profiles(self, indices: np.ndarray, batch_size: int | None):
+        """Mean normalised RNA profile (cells with RNA) and peak open rates (cells with
+        ATAC) of the training cells ``indices``."""
+        rna_sum = torch.zeros(len(self.gene_names), dtype=torch.float64)
+        open_sum = torch.zeros(len(self.peak_names), dtype=torch.float64)
+        n_rna = n_atac = 0
+        for tensors in self._make_data_loader(adata=self.adata, indices=indices, batch_size=batch_size):
+            x, y = tensors[REGISTRY_KEYS.X_KEY].float(), tensors[ATAC_X_KEY]
+            total = x.sum(1, keepdim=True)
+            has_rna, has_atac = total.squeeze(1) > 0, (y > 0).any(1)
+            rna_sum += (x[has_rna] / total[has_rna]).sum(0).double()
+            open_sum += (y[has_atac] > 0).sum(0).double()
+            n_rna, n_atac = n_rna + int(has_rna.sum()), n_atac + int(has_atac.sum())
+        if n_rna == 0 or n_atac == 0:
+            raise ValueError("The reference cells need RNA and ATAC counts to calibrate translations.")
+        return (rna_sum / n_rna).float(), (open_sum / n_atac).float()
+
+    def calibrate_translation(
+        self,
+        indices: Sequence[int] | None = None,
+        reference_indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+        seed: int = 0,
+    ) -> dict:
+        """Fit the shrinkage of both translations toward the population on held-out cells.
+
+        :meth:`train` calls this on its validation cells. On a few thousand cells the
+        decoders are over-confident when decoding from the other modality; the calibration
+        mixes the decoded RNA with the mean training profile and re-weights the peak scores
+        against each peak's open rate, by amounts fitted on cells the decoders were not
+        trained on (see :mod:`mixvi.module._translation_calibration`). Both fitted maps
+        contain the uncalibrated decoder and the trivial floor (mean profile, open rates).
+
+        Parameters
+        ----------
+        indices
+            Paired cells of the training data (integer positions) to fit on; default the
+            validation cells of the last :meth:`train`. Cells the model was trained on give
+            an over-confident calibration.
+        reference_indices
+            Cells whose mean profile and open rates are the population; default the
+            training cells of the last :meth:`train` (all cells when none are recorded).
+        batch_size
+            Cells per forward pass.
+        seed
+            Seed of the subsample of cell x peak entries (at most
+            ``MAX_CALIBRATION_ENTRIES``) used for the peak weights.
+
+        Returns
+        -------
+        dict with ``rna_shrinkage`` (weight of the mean profile, 0-1), ``peak_weights``
+        (decoded term, cell factor, peak open rate, intercept) and ``n_cells``; stored in the
+        module (saved with the model) and used by the predict methods.
+        """
+        if indices is None:
+            indices = getattr(self, "validation_indices", None)
+            if indices is None or len(indices) == 0:
+                raise ValueError(
+                    "No validation cells to calibrate on: train with a validation split "
+                    "(the default) or pass `indices` of held-out paired cells."
+                )
+        indices = np.asarray(indices, dtype=np.int64)
+        if reference_indices is None:
+            train = getattr(self, "train_indices", None)
+            reference_indices = train if train is not None and len(train) else np.arange(self.adata.n_obs)
+        reference_indices = np.asarray(reference_indices, dtype=np.int64)
+        rna_ref, open_rate = self._population_profiles(reference_indices, batch_size)
+        link = self.module.translation_calibration.link
+        peak_ref = rate_to_link(open_rate, link)
+        rna_fit = RnaShrinkageFit(rna_ref)
+        features, n_cells = self._calibration_entries(indices, batch_size, peak_ref, rna_fit, seed)
+        if n_cells == 0:
+            raise ValueError("None of the calibration cells has both RNA and ATAC counts.")
+        weights = fit_peak_weights(*features, link)
+        self.module.translation_calibration.set(rna_ref, rna_fit.best(), peak_ref, weights, n_cells)
+        summary = {"rna_shrinkage": rna_fit.best(), "peak_weights": weights.tolist(), "n_cells": n_cells}
+        logger.info("Translation calibrated on %d held-out cells: %s", n_cells, summary)
+        return summary
+
+    @torch.inference_mode()
+    def _calibration_entries(self, indices, batch_size, peak_ref, rna_fit, seed: int):
+        """One pass over the paired cells ``indices``: feed the RNA shrinkage fit, and
+        sample cell x peak entries (decoded term, factor, open rate, open) for the peaks."""
+        module = self.module
+        module.eval()
+        n_peaks = len(self.peak_names)
+        keep = min(1.0, MAX_CALIBRATION_ENTRIES / max(len(indices) * n_peaks, 1))
+        generator = torch.Generator().manual_seed(seed)
+        parts, n_cells = [], 0
+        for tensors in self._make_data_loader(adata=self.adata, indices=indices, batch_size=batch_size):
+            x, y = tensors[REGISTRY_KEYS.X_KEY], tensors[ATAC_X_KEY]
+            paired = (x.sum(1) > 0) & (y > 0).any(1)
+            if not paired.any():
+                continue
+            x, y = x[paired].to(self.device), y[paired]
+            b = tensors[REGISTRY_KEYS.BATCH_KEY][paired].to(self.device)
+            qz, factor = module.encode("rna", x, b)
+            decoded = module.decode_atac(qz.loc, b, torch.zeros_like(factor)).cpu()
+            mask = torch.rand(decoded.shape, generator=generator) < keep
+            rows = mask.nonzero()[:, 0]
+            parts.append((decoded[mask], factor.cpu().squeeze(1)[rows],
+                          peak_ref.expand_as(decoded)[mask], (y > 0)[mask]))
+            qz_atac, _ = module.encode("atac", y.to(self.device), b)
+            rna_fit.add(self._decoded_rna(qz_atac.loc, b).cpu(), x.float().cpu())
+            n_cells += int(paired.sum())
+        if not parts:
+            return None, 0
+        return [torch.cat(p) for p in zip(*parts)], n_cells
 
     def _observed_library(self, adata) -> np.ndarray:
         """RNA totals of the cells of ``adata`` in the training data (paired cells)."""
@@ -172,6 +300,7 @@ class TranslationMixin:
         atac: AnnData | None = None,
         library_size: LibrarySize = 1e4,
         batch_size: int | None = None,
+        calibrated: bool = True,
     ) -> AnnData:
         """Expression predicted from ATAC alone (e.g. new ATAC-only cells).
 
@@ -188,19 +317,23 @@ class TranslationMixin:
             (paired cells), e.g. to compare predicted with observed counts.
         batch_size
             Cells per forward pass (default: scvi-tools' ``settings.batch_size``).
+        calibrated
+            Apply the shrinkage toward the mean training profile fitted on held-out cells
+            (:meth:`calibrate_translation`, run by :meth:`train`); ``False`` returns the
+            decoder's output as it is. Without a fitted calibration both are the same.
 
         Returns
         -------
-        AnnData ``(n_cells, n_genes)`` with ``.X`` the normalised expression (the decoder's
-        expected fractions x 1e4, comparable with ``sc.pp.normalize_total``; log1p it to
+        AnnData ``(n_cells, n_genes)`` with ``.X`` the normalised expression (the expected
+        fractions x 1e4, comparable with ``sc.pp.normalize_total``; log1p it to
         compare with a log-normalised ``.X``), ``layers["counts_expected"]`` the expected
         counts at ``library_size``, ``.obs`` copied, ``.obsm["X_multimixvi_atac"]`` the
         ATAC latent.
         """
-        return self._translate(atac, "atac", batch_size, library_size)
+        return self._translate(atac, "atac", batch_size, library_size, calibrated)
 
     def predict_atac_from_rna(
-        self, rna: AnnData | None = None, batch_size: int | None = None
+        self, rna: AnnData | None = None, batch_size: int | None = None, calibrated: bool = True
     ) -> AnnData:
         """Accessibility predicted from RNA alone (e.g. new RNA-only cells).
 
@@ -212,6 +345,11 @@ class TranslationMixin:
             uses the training data.
         batch_size
             Cells per forward pass.
+        calibrated
+            Use the peak calibration fitted on held-out cells (:meth:`calibrate_translation`,
+            run by :meth:`train`): P(open) that matches observed open rates, and a ranking
+            that falls back on each peak's open rate where RNA says little. ``False``
+            returns the decoder's output as it is.
 
         Returns
         -------
@@ -219,7 +357,7 @@ class TranslationMixin:
         or ``1 - exp(-rate)`` for the Poisson likelihood), ``.obs`` copied,
         ``.obsm["X_multimixvi_rna"]`` the RNA latent.
         """
-        return self._translate(rna, "rna", batch_size)
+        return self._translate(rna, "rna", batch_size, calibrated=calibrated)
 
     def translate(self, adata: AnnData, source: Literal["rna", "atac"], **kwargs) -> AnnData:
         """Translate one modality into the other; see :meth:`predict_rna_from_atac` and

@@ -14,64 +14,14 @@ from torch import nn
 from torch.distributions import Normal, kl_divergence
 
 from mixvi.dataloaders import NONZERO_SUFFIX
-from mixvi.module._likelihood import count_log_likelihood
+from mixvi.module._likelihood import count_log_likelihood, peak_nll, subset_nonzero
 from mixvi.module._mixvae import KL_Z_KEY, LIBRARY_KEY, QZ_KEY, Z_KEY
 from mixvi.module._prior_layer import PriorLayer, log_mean_exp
+from mixvi.module._sparse_encoder import SparseInputEncoder
+from mixvi.module._translation_calibration import TranslationCalibration
 from mixvi.priors import LatentPrior, PriorName
 
 ATAC_X_KEY = REGISTRY_KEYS.ATAC_X_KEY
-
-
-class SparseInputEncoder(nn.Module):
-    """Gaussian encoder whose first layer multiplies a sparse copy of the input.
-
-    ATAC rows are ~99.6% zero, so ``x @ W`` as a sparse product is much cheaper than the
-    dense :class:`~scvi.nn.Encoder`'s first layer (forward and backward). Same outputs as
-    scvi's encoder: ``(q(z|x), h)`` with ``h`` the trunk's last hidden layer.
-    """
-
-    def __init__(self, n_input: int, n_output: int, n_hidden: int, n_layers: int, dropout_rate: float):
-        super().__init__()
-        self.first = nn.Linear(n_input, n_hidden)
-        self.post = nn.Sequential(
-            nn.BatchNorm1d(n_hidden, momentum=0.01, eps=1e-3), nn.ReLU(), nn.Dropout(dropout_rate)
-        )
-        self.rest = (
-            FCLayers(n_hidden, n_hidden, n_layers=n_layers - 1, n_hidden=n_hidden, dropout_rate=dropout_rate)
-            if n_layers > 1
-            else nn.Identity()
-        )
-        self.mean_encoder = nn.Linear(n_hidden, n_output)
-        self.var_encoder = nn.Linear(n_hidden, n_output)
-        self.var_eps = 1e-4
-        self.transform = torch.log1p
-
-    def forward(
-        self, x: torch.Tensor, nonzero: torch.Tensor | None = None
-    ) -> tuple[Normal, torch.Tensor]:
-        """``(q(z|x), h)`` for input ``x`` ``(n, n_input)``.
-
-        ``x`` holds raw values; ``transform`` (elementwise, ``transform(0) = 0``: binarise or
-        ``log1p``) is applied to the non-zero entries only. ``nonzero`` (``(2, nnz)`` row and
-        column indices of those entries) makes the first layer a sum of the weight columns of
-        those entries, without scanning ``x``; otherwise ``x`` is made sparse first.
-        """
-        h = self.trunk(x, nonzero)
-        q_v = torch.exp(self.var_encoder(h)) + self.var_eps
-        return Normal(self.mean_encoder(h), q_v.sqrt()), h
-
-    def trunk(self, x: torch.Tensor, nonzero: torch.Tensor | None = None) -> torch.Tensor:
-        """The last hidden layer ``(n, n_hidden)`` (see :meth:`forward`)."""
-        if nonzero is None:
-            h = torch.sparse.mm(self.transform(x).to_sparse(), self.first.weight.t())
-        else:
-            rows, cols = nonzero[0], nonzero[1]
-            flat = rows * x.shape[1] + cols
-            values = self.transform(x.reshape(-1).index_select(0, flat)).unsqueeze(1)
-            columns = self.first.weight.t().index_select(0, cols) * values
-            h = torch.zeros(x.shape[0], columns.shape[1], dtype=columns.dtype, device=x.device)
-            h = h.index_add(0, rows, columns)
-        return self.rest(self.post(h + self.first.bias))
 
 
 def symmetric_categorical_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -207,6 +157,10 @@ class MultiMixVAE(BaseModuleClass):
             n_hidden=n_hidden, dropout_rate=0.0, use_batch_norm=False, use_layer_norm=True,
         )
         self.atac_output = nn.Linear(n_hidden, n_peaks)
+        # shrinkage of the translations toward the population, fitted on held-out cells
+        self.translation_calibration = TranslationCalibration(
+            n_genes, n_peaks, "logit" if atac_likelihood == "bernoulli" else "cloglog"
+        )
         if posterior == "mixture":
             # each encoder: a mean/variance head per component, and q(c|x) on the same trunk
             K = self.prior_layer.n_components
@@ -431,39 +385,8 @@ class MultiMixVAE(BaseModuleClass):
     def _atac_nll(
         self, out: torch.Tensor, y: torch.Tensor | None, nonzero: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Per-cell ATAC negative log-likelihood, shape ``(n,)``.
-
-        Dense part (``softplus`` / ``exp`` of every entry) plus the terms of the few non-zero
-        entries of ``y``, gathered at ``nonzero`` (``(2, nnz)`` row and column indices, from
-        the minibatch when the data loader provides them) -- much cheaper than
-        ``binary_cross_entropy_with_logits``. On an accelerator without ``nonzero`` the
-        product with ``y`` is taken densely (no host wait for the number of non-zeros).
-        """
-        if self.atac_likelihood == "bernoulli":
-            dense = F.softplus(out).sum(-1)
-        else:  # Poisson, without the log(y!) constant
-            dense = torch.exp(out).sum(-1)
-        if nonzero is None and y.device.type != "cpu":
-            weight = (y > 0).to(out.dtype) if self.atac_likelihood == "bernoulli" else y
-            return dense - (weight * out).sum(-1)
-        if nonzero is None:
-            nonzero = torch.nonzero(y).t()
-        flat = nonzero[0] * out.shape[1] + nonzero[1]
-        at = out.reshape(-1).index_select(0, flat)
-        if self.atac_likelihood == "poisson":
-            at = y.reshape(-1).index_select(0, flat) * at
-        return dense - torch.zeros_like(dense).index_add(0, nonzero[0], at)
-
-    @staticmethod
-    def _subset_nonzero(nonzero: torch.Tensor | None, peaks: torch.Tensor, n_peaks: int):
-        """Row/column indices of the non-zeros of ``y[:, peaks]`` from those of ``y``."""
-        if nonzero is None:
-            return None
-        position = torch.full((n_peaks,), -1, dtype=torch.long, device=peaks.device)
-        position[peaks] = torch.arange(peaks.numel(), device=peaks.device)
-        new_cols = position.index_select(0, nonzero[1])
-        keep = new_cols >= 0
-        return torch.stack([nonzero[0][keep], new_cols[keep]])
+        """Per-cell ATAC negative log-likelihood ``(n,)``; see :func:`peak_nll`."""
+        return peak_nll(out, y, self.atac_likelihood, nonzero)
 
     def loss(
         self,
@@ -492,7 +415,7 @@ class MultiMixVAE(BaseModuleClass):
         rna_nll = -count_log_likelihood(generative_outputs["px"], torch.cat([x, x]), nz2)
         peaks = generative_outputs["cross_peaks"]
         y_nz = tensors.get(ATAC_X_KEY + NONZERO_SUFFIX)
-        cross_nz = y_nz if peaks is None else self._subset_nonzero(y_nz, peaks, self.n_peaks)
+        cross_nz = y_nz if peaks is None else subset_nonzero(y_nz, peaks, self.n_peaks)
         # y[:, peaks] is only materialised when its values are needed
         needs_y = cross_nz is None or self.atac_likelihood == "poisson"
         y_cross = y if peaks is None else (y[:, peaks] if needs_y else None)
