@@ -371,8 +371,8 @@ class MultiMixVI(
         ``calibrate_translation``: after training, fit the translations' shrinkage toward the
         population on the validation cells (:meth:`calibrate_translation`; skipped, with the
         decoders left as they are, when no cells are held out). On 2,000 SNARE-seq cells it
-        lifts peaks-from-RNA from below the open-rate floor (AUROC 0.804 vs 0.818, AUPRC
-        0.020 vs 0.026) to above it (0.826, 0.028) on held-out cells.
+        lifts peaks-from-RNA from below the open-rate floor (AUROC 0.807 vs 0.819, AUPRC
+        0.021 vs 0.027) to above it (0.826, 0.028) on held-out cells.
 
         ``n_epochs_kl_warmup`` defaults to a quarter of ``max_epochs`` (at most 20 epochs
         with early stopping); the mixture is fitted to the joint posterior means when the
