@@ -129,3 +129,26 @@ def test_without_validation_cells_calibration_names_the_fix():
     rna, atac = md["rna"].layers["counts"][cells], md["atac"].layers["counts"][cells]
     paired = (np.asarray(rna.sum(1)).ravel() > 0) & (np.asarray((atac > 0).sum(1)).ravel() > 0)
     assert out["n_cells"] == int(paired.sum()) and model.module.translation_calibration.fitted
+
+
+def test_training_without_paired_cells_skips_the_calibration():
+    import scipy.sparse as sp
+    import scvi
+
+    scvi.settings.seed = 0
+    md = mixvi.datasets.pbmc_multiome_tiny()
+    half = md.n_obs // 2  # first half RNA only, second half ATAC only: nothing to calibrate on
+    for mod, rows in (("atac", slice(0, half)), ("rna", slice(half, None))):
+        counts = md[mod].layers["counts"].tolil()
+        counts[rows] = 0
+        md[mod].layers["counts"] = sp.csr_matrix(counts)
+    keep = (np.asarray(md["rna"].layers["counts"].sum(1)).ravel()
+            + np.asarray(md["atac"].layers["counts"].sum(1)).ravel()) > 0
+    md = md[keep].copy()
+    mixvi.MultiMixVI.setup_mudata(md, batch_key="batch")
+    model = mixvi.MultiMixVI(md, n_latent=8, n_components=5, n_hidden=32)
+    model.train(max_epochs=2, early_stopping=False, enable_progress_bar=False)
+    assert len(model.validation_indices) > 0
+    assert not model.module.translation_calibration.fitted
+    with pytest.raises(ValueError, match="both RNA and ATAC"):
+        model.calibrate_translation()

@@ -28,7 +28,7 @@ from mixvi.model._base import MixModelMixin, _components_text
 from mixvi.model._clusters import ClusterMixin
 from mixvi.model._save_load import SafeSaveLoadMixin
 from mixvi.model._training import MixTrainingMixin, default_max_epochs, default_plan
-from mixvi.model._translation import TranslationMixin
+from mixvi.model._translation import NoPairedCellsError, TranslationMixin
 from mixvi.model._validation import check_choice, check_network_args, check_real, validate_matrix
 from mixvi.module._multimixvae import ATAC_X_KEY, MultiMixVAE
 from mixvi.priors import PriorName
@@ -399,7 +399,10 @@ class MultiMixVI(
         )
         held_out = getattr(self, "validation_indices", None)
         if calibrate_translation and held_out is not None and len(held_out) > 0:
-            self.calibrate_translation(batch_size=batch_size)
+            try:
+                self.calibrate_translation(batch_size=batch_size)
+            except NoPairedCellsError as err:  # e.g. mosaic or single-modality query data
+                logger.info("Translations left uncalibrated: %s", err)
         elif calibrate_translation:
             logger.info("No validation cells: translations are left uncalibrated.")
         return out

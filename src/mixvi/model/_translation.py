@@ -32,6 +32,11 @@ from mixvi.module._translation_calibration import (
 
 logger = logging.getLogger(__name__)
 
+class NoPairedCellsError(ValueError):
+    """The cells given to :meth:`TranslationMixin.calibrate_translation` cannot calibrate:
+    none is paired, or the reference lacks one modality (e.g. RNA-only query data)."""
+
+
 LibrarySize = float | Sequence[float] | np.ndarray | Literal["observed"]
 
 
@@ -181,7 +186,10 @@ class TranslationMixin:
             open_sum += (y[has_atac] > 0).sum(0).double()
             n_rna, n_atac = n_rna + int(has_rna.sum()), n_atac + int(has_atac.sum())
         if n_rna == 0 or n_atac == 0:
-            raise ValueError("The reference cells need RNA and ATAC counts to calibrate translations.")
+            raise NoPairedCellsError(
+                "The reference cells need RNA and ATAC counts to calibrate translations; pass "
+                "`reference_indices` of cells that have both."
+            )
         return (rna_sum / n_rna).float(), (open_sum / n_atac).float()
 
     def calibrate_translation(
@@ -239,7 +247,10 @@ class TranslationMixin:
         rna_fit = RnaShrinkageFit(rna_ref)
         features, n_cells = self._calibration_entries(indices, batch_size, peak_ref, rna_fit, seed)
         if n_cells == 0:
-            raise ValueError("None of the calibration cells has both RNA and ATAC counts.")
+            raise NoPairedCellsError(
+                "None of the calibration cells has both RNA and ATAC counts; pass `indices` of "
+                "held-out paired cells."
+            )
         weights = fit_peak_weights(*features, link)
         self.module.translation_calibration.set(rna_ref, rna_fit.best(), peak_ref, weights, n_cells)
         summary = {"rna_shrinkage": rna_fit.best(), "peak_weights": weights.tolist(), "n_cells": n_cells}
