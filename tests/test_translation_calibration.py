@@ -32,6 +32,8 @@ def test_peak_weights_recover_the_generating_weights(link):
     score = true[0] * decoded + true[1] * factor + true[2] * reference + true[3]
     p = torch.sigmoid(score) if link == "logit" else -torch.expm1(-torch.exp(score))
     is_open = torch.rand(m, generator=g) < p
+    with torch.inference_mode():  # as the model hands them over
+        decoded, factor, reference, is_open = (t.clone() for t in (decoded, factor, reference, is_open))
     w = fit_peak_weights(decoded, factor, reference, is_open, link)
     torch.testing.assert_close(w, true, atol=0.06, rtol=0.0)
 
@@ -152,3 +154,18 @@ def test_training_without_paired_cells_skips_the_calibration():
     assert not model.module.translation_calibration.fitted
     with pytest.raises(ValueError, match="both RNA and ATAC"):
         model.calibrate_translation()
+
+
+def test_poisson_peaks_are_calibrated_on_the_complementary_log_log_scale():
+    import scvi
+
+    scvi.settings.seed = 0
+    md = mixvi.datasets.pbmc_multiome_tiny()
+    mixvi.MultiMixVI.setup_mudata(md, batch_key="batch")
+    model = mixvi.MultiMixVI(md, n_latent=8, n_components=5, n_hidden=32, atac_likelihood="poisson")
+    model.train(max_epochs=3, early_stopping=False, enable_progress_bar=False)
+    cal = model.module.translation_calibration
+    assert cal.fitted and cal.link == "cloglog"
+    y = md["atac"].layers["counts"][model.train_indices].toarray() > 0
+    rate = np.clip(y[y.any(1)].mean(0), 1e-5, 1 - 1e-5)
+    np.testing.assert_allclose(cal.peak_reference.numpy(), np.log(-np.log1p(-rate)), atol=1e-4)

@@ -119,7 +119,9 @@ def fit_peak_weights(
     link
         ``"logit"`` or ``"cloglog"``.
     """
-    features = torch.stack([decoded, factor, reference, torch.ones_like(decoded)], 1).double()
+    # clones: the entries may come from inference mode, whose tensors autograd cannot save
+    features = torch.stack([decoded, factor, reference, torch.ones_like(decoded)], 1).double().clone()
+    is_open = is_open.clone()
     w = torch.tensor(IDENTITY_PEAK_WEIGHTS, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([w], max_iter=200, line_search_fn="strong_wolfe")
 
