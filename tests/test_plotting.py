@@ -328,6 +328,10 @@ def test_cell_type_colours_do_not_look_like_cluster_colours():
     among = min(np.linalg.norm(a - b) for i, a in enumerate(labels) for b in labels[i + 1:])
     assert to_clusters > 20 and among > 20, (to_clusters, among)
     assert np.linalg.norm(_cielab("#377eb8") - _cielab("#1f77b4")) < 5  # the test sees that case
+    # a panel of five cell types: five different hues (the demo drew three greens)
+    hue = [np.degrees(np.arctan2(lab[2], lab[1])) % 360 for lab in labels[:5]]
+    gaps = [min(abs(a - b), 360 - abs(a - b)) for i, a in enumerate(hue) for b in hue[i + 1:]]
+    assert min(gaps) > 30, gaps
 
 
 def _colors(ax) -> set[tuple]:

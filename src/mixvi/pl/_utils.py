@@ -74,7 +74,9 @@ PaletteKind = Literal["cluster", "batch", "label"]
 # reordered (purple and mustard first); cell types / labels: eight colours of scanpy's long
 # palettes picked greedily to be far from the first ten cluster colours in CIELAB (colour
 # difference >= 33, against 2-4 for Set1's blue and orange: a cluster panel beside a cell-type
-# panel must not look like a match) and from each other (>= 37). Longer lists continue with
+# panel must not look like a match) and from each other (>= 37), ordered so that the first five
+# differ in hue by >= 38 degrees (a 5-type panel drew lime, teal and dark green side by side in
+# the greedy order). Longer lists continue with
 # tab20b (batches), zeileis_28 (labels), then godsnot_102 (all, without its yellow).
 _CLUSTER = [
     "#1f77b4", "#ff7f0e", "#279e68", "#d62728", "#aa40fc", "#8c564b", "#e377c2", "#b5bd61",
@@ -82,7 +84,7 @@ _CLUSTER = [
     "#dbdb8d", "#9edae5", "#ad494a", "#8c6d31",
 ]
 _BATCH = ["#7570b3", "#e6ab02", "#1b9e77", "#e7298a", "#66a61e", "#a6761d", "#666666", "#d95f02"]
-_LABEL = ["#4FC601", "#004D43", "#B903AA", "#8E063B", "#336600", "#FF8A9A", "#4A3B53", "#023FA5"]
+_LABEL = ["#B903AA", "#4FC601", "#023FA5", "#FF8A9A", "#004D43", "#8E063B", "#336600", "#4A3B53"]
 _TAB20B = [
     "#393b79", "#5254a3", "#6b6ecf", "#9c9ede", "#637939", "#8ca252", "#b5cf6b", "#cedb9c",
     "#8c6d31", "#bd9e39", "#e7ba52", "#e7cb94", "#843c39", "#ad494a", "#d6616b", "#e7969c",
