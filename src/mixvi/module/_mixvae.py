@@ -10,13 +10,20 @@ from torch import nn
 from torch.distributions import Normal
 
 from mixvi.dataloaders import NONZERO_SUFFIX
+from mixvi.module._keys import (
+    KL_L_KEY,
+    KL_Z_KEY,
+    LIBRARY_KEY,
+    PL_KEY,
+    PX_KEY,
+    QL_KEY,
+    QZ_KEY,
+    Z_KEY,
+)
 from mixvi.module._likelihood import count_log_likelihood
-from mixvi.module._prior_layer import PosteriorName, PriorLayer, log_mean_exp
+from mixvi.module._marginal import importance_sampled_log_likelihood
+from mixvi.module._prior_layer import PosteriorName, PriorLayer
 from mixvi.priors import LatentPrior, PriorName
-
-# scvi-tools' module output keys (the names its getters read), as plain strings
-Z_KEY, QZ_KEY, QL_KEY, PX_KEY, PL_KEY, LIBRARY_KEY = "z", "qz", "ql", "px", "pl", "library"
-KL_Z_KEY, KL_L_KEY = "kl_divergence_z", "kl_divergence_l"
 
 
 class MixVAE(VAE):
@@ -296,11 +303,8 @@ class MixVAE(VAE):
         """
         labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
         x = tensors[REGISTRY_KEYS.X_KEY]
-        per_pass = max(1, min(int(n_mc_samples_per_pass), int(n_mc_samples)))
-        chunks, left = [], int(n_mc_samples)
-        while left > 0:
-            s = min(per_pass, left)
-            left -= s
+
+        def log_weights(s: int) -> torch.Tensor:
             inf = self.inference(**self._get_inference_input(tensors), n_samples=s)
             if s == 1:  # one sample comes without a sample axis
                 inf = {**inf, Z_KEY: inf[Z_KEY][None], LIBRARY_KEY: inf[LIBRARY_KEY][None]}
@@ -314,6 +318,7 @@ class MixVAE(VAE):
                 lib = inf[LIBRARY_KEY]
                 log_w = log_w + Normal(means, variances.sqrt()).log_prob(lib).sum(-1)
                 log_w = log_w - inf[QL_KEY].log_prob(lib).sum(-1)
-            chunks.append(log_w)
-        log_px = log_mean_exp(torch.cat(chunks, dim=0), dim=0)
+            return log_w
+
+        log_px = importance_sampled_log_likelihood(log_weights, n_mc_samples, n_mc_samples_per_pass)
         return log_px.mean() if return_mean else log_px
