@@ -32,6 +32,7 @@ from mixvi.module._translation_calibration import (
 
 logger = logging.getLogger(__name__)
 
+
 class NoPairedCellsError(ValueError):
     """The cells given to :meth:`TranslationMixin.calibrate_translation` cannot calibrate:
     none is paired, or the reference lacks one modality (e.g. RNA-only query data)."""
