@@ -1,4 +1,4 @@
-"""Importance-sampled marginal likelihoods, shared by both modules.
+"""Importance-sampled marginal likelihood: the sampling loop shared by both modules.
 
 ``log p(x) ~ log (1/S) sum_s p(x|z_s) p(z_s) / q(z_s|x)`` with ``z_s ~ q(z|x)``, drawn in
 passes of a few samples so that memory stays ``n_cells x samples x features``.
@@ -7,13 +7,9 @@ passes of a few samples so that memory stays ``n_cells x samples x features``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import torch
-from scvi import REGISTRY_KEYS
 
-from mixvi.module._keys import LIBRARY_KEY, QZ_KEY
-from mixvi.module._likelihood import count_log_likelihood
 from mixvi.module._prior_layer import log_mean_exp
 
 
@@ -44,66 +40,3 @@ def importance_sampled_log_likelihood(
         chunks.append(log_weights(s))
     return log_mean_exp(torch.cat(chunks, dim=0), dim=0)
 
-
-def multimodal_marginal_ll(
-    module,
-    tensors: dict[str, torch.Tensor],
-    n_mc_samples: int,
-    return_mean: bool = False,
-    n_mc_samples_per_pass: int = 1,
-    modality: Literal["joint", "rna", "atac"] = "joint",
-) -> torch.Tensor | float:
-    """Importance-sampled log-likelihood of :class:`~mixvi.module.MultiMixVAE` under the
-    shared prior, per cell.
-
-    ``"joint"``: ``log p(x, y)`` of a paired cell with one latent generating both
-    modalities (proposal: the joint posterior, decoded by both decoders; the ATAC factor
-    from the ATAC encoder, like the observed library size). ``"rna"``: ``log p(x)`` with
-    ``q(z|x)``; ``"atac"``: ``log p(y)`` with ``q(z|y)``. ``p(z)`` is the prior of the loss
-    (:meth:`PriorLayer.log_prob`). Cells without the scored modality get their
-    available modality's term only (``"joint"``) or a meaningless value.
-
-    Parameters
-    ----------
-    module
-        The :class:`~mixvi.module.MultiMixVAE`.
-    tensors
-        One minibatch.
-    n_mc_samples
-        Importance samples per cell.
-    return_mean
-        Return the mean over cells.
-    n_mc_samples_per_pass
-        Samples drawn per pass.
-    modality
-        Which likelihood, see above.
-
-    Returns
-    -------
-    Tensor of shape ``(n_cells,)``, or its mean.
-    """
-    if modality not in ("joint", "rna", "atac"):
-        raise ValueError(f"modality must be 'joint', 'rna' or 'atac', got {modality!r}.")
-    x, y = tensors[REGISTRY_KEYS.X_KEY], tensors[REGISTRY_KEYS.ATAC_X_KEY]
-    batch_index = tensors[REGISTRY_KEYS.BATCH_KEY]
-    labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
-    inf = module.inference(**module._get_inference_input(tensors))
-    qz = inf[{"joint": QZ_KEY, "rna": "qz_rna", "atac": "qz_atac"}[modality]]
-    use_rna = inf["has_rna"] if modality != "atac" else torch.zeros_like(inf["has_rna"])
-    use_atac = inf["has_atac"] if modality != "rna" else torch.zeros_like(inf["has_atac"])
-    # the ATAC loss leaves out the Poisson constant log(y!); the likelihood needs it
-    atac_const = torch.lgamma(y + 1).sum(-1) if module.atac_likelihood == "poisson" else 0.0
-
-    def log_weights(s: int) -> torch.Tensor:
-        z = qz.sample((s,))  # (s, n, d)
-        log_w = module.prior_layer.log_prob(z, labels) - qz.log_prob(z).sum(-1)
-        for k in range(s):
-            _, px = module.decode_rna(z[k], batch_index, inf[LIBRARY_KEY])
-            rna_ll = count_log_likelihood(px, x)
-            atac_out = module.decode_atac(z[k], batch_index, inf["factor_atac"])
-            atac_ll = -module._atac_nll(atac_out, y) - atac_const
-            log_w[k] = log_w[k] + use_rna * rna_ll + use_atac * atac_ll
-        return log_w
-
-    log_px = importance_sampled_log_likelihood(log_weights, n_mc_samples, n_mc_samples_per_pass)
-    return log_px.mean() if return_mean else log_px
