@@ -31,6 +31,7 @@ from mixvi.model._training import MixTrainingMixin, default_max_epochs, default_
 from mixvi.model._translation import NoPairedCellsError, TranslationMixin
 from mixvi.model._validation import check_choice, check_network_args, check_real, validate_matrix
 from mixvi.module._multimixvae import ATAC_X_KEY, MultiMixVAE
+from mixvi.module._translation_calibration import rate_to_link
 from mixvi.priors import PriorName
 from mixvi.train import MixTrainingPlan
 
@@ -194,8 +195,7 @@ class MultiMixVI(
         per_cell, per_peak = nonzero_counts(X)
         n_cells = int((per_cell > 0).sum()) or X.shape[0]
         if self.module.atac_likelihood == "bernoulli":
-            rate = np.clip(per_peak / n_cells, 1e-5, 1 - 1e-5)
-            bias = np.log(rate) - np.log1p(-rate)
+            bias = rate_to_link(torch.as_tensor(per_peak / n_cells), "logit")
         else:
             bias = np.log(np.clip(np.asarray(X.sum(axis=0)).ravel() / n_cells, 1e-5, None))
         with torch.no_grad():

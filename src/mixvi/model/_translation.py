@@ -20,7 +20,7 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
-from mixvi.data import check_obs_key, check_var_names, get_matrix, validate_counts
+from mixvi.data import check_obs_key, check_var_names, get_matrix, nonzero_counts, validate_counts
 from mixvi.dataloaders import NONZERO_SUFFIX
 from mixvi.module._multimixvae import ATAC_X_KEY
 from mixvi.module._translation_calibration import (
@@ -172,26 +172,26 @@ class TranslationMixin:
         return scale
 
     # -- calibration on held-out cells -----------------------------------------------------
-    @torch.inference_mode()
-    def _population_profiles(self, indices: np.ndarray, batch_size: int | None):
+    def _population_profiles(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean normalised RNA profile (cells with RNA) and peak open rates (cells with
-        ATAC) of the training cells ``indices``."""
-        rna_sum = torch.zeros(len(self.gene_names), dtype=torch.float64)
-        open_sum = torch.zeros(len(self.peak_names), dtype=torch.float64)
-        n_rna = n_atac = 0
-        for tensors in self._make_data_loader(adata=self.adata, indices=indices, batch_size=batch_size):
-            x, y = tensors[REGISTRY_KEYS.X_KEY].float(), tensors[ATAC_X_KEY]
-            total = x.sum(1, keepdim=True)
-            has_rna, has_atac = total.squeeze(1) > 0, (y > 0).any(1)
-            rna_sum += (x[has_rna] / total[has_rna]).sum(0).double()
-            open_sum += (y[has_atac] > 0).sum(0).double()
-            n_rna, n_atac = n_rna + int(has_rna.sum()), n_atac + int(has_atac.sum())
-        if n_rna == 0 or n_atac == 0:
+        ATAC) of the training cells ``indices``: the floors of
+        :func:`mixvi.metrics.mean_profile_baseline`, from the registered count layers."""
+        from mixvi.metrics import mean_profile_baseline  # not at import: the metrics are heavy
+
+        setup = self.registry_["setup_args"]
+        mods = self.modality_names
+        rna = get_matrix(self.adata.mod[mods["rna"]], setup.get("rna_layer"))[indices]
+        atac = get_matrix(self.adata.mod[mods["atac"]], setup.get("atac_layer"))[indices]
+        per_cell, per_peak = nonzero_counts(atac)
+        n_atac = int((per_cell > 0).sum())
+        if n_atac == 0 or not (np.asarray(rna.sum(1)).ravel() > 0).any():
             raise NoPairedCellsError(
                 "The reference cells need RNA and ATAC counts to calibrate translations; pass "
                 "`reference_indices` of cells that have both."
             )
-        return (rna_sum / n_rna).float(), (open_sum / n_atac).float()
+        profile = mean_profile_baseline(rna, 1, target_sum=1.0)[0]  # cells without RNA ignored
+        return (torch.as_tensor(profile, dtype=torch.float32),
+                torch.as_tensor(per_peak / n_atac, dtype=torch.float32))
 
     def calibrate_translation(
         self,
@@ -242,7 +242,7 @@ class TranslationMixin:
             train = getattr(self, "train_indices", None)
             reference_indices = train if train is not None and len(train) else np.arange(self.adata.n_obs)
         reference_indices = np.asarray(reference_indices, dtype=np.int64)
-        rna_ref, open_rate = self._population_profiles(reference_indices, batch_size)
+        rna_ref, open_rate = self._population_profiles(reference_indices)
         link = self.module.translation_calibration.link
         peak_ref = rate_to_link(open_rate, link)
         rna_fit = RnaShrinkageFit(rna_ref)
@@ -253,8 +253,9 @@ class TranslationMixin:
                 "held-out paired cells."
             )
         weights = fit_peak_weights(*features, link)
-        self.module.translation_calibration.set(rna_ref, rna_fit.best(), peak_ref, weights, n_cells)
-        summary = {"rna_shrinkage": rna_fit.best(), "peak_weights": weights.tolist(), "n_cells": n_cells}
+        alpha = rna_fit.best()
+        self.module.translation_calibration.set(rna_ref, alpha, peak_ref, weights, n_cells)
+        summary = {"rna_shrinkage": alpha, "peak_weights": weights.tolist(), "n_cells": n_cells}
         logger.info("Translation calibrated on %d held-out cells: %s", n_cells, summary)
         return summary
 
