@@ -78,3 +78,26 @@ def make_counts(
 def history(model, key: str) -> np.ndarray:
     """One logged metric per epoch from ``model.history`` as a float array."""
     return np.asarray(model.history[key][key].to_numpy(), dtype=float)
+
+
+def tiny_multimixvi(md=None, layout: str = "counts", **model_kwargs):
+    """A small MultiMixVI on ``pbmc_multiome_tiny`` (or ``md``), set up and untrained.
+
+    ``layout="scanpy"`` keeps the counts in ``layers["counts"]`` (registered) with a
+    log-normalised RNA ``.X`` and a TF-IDF ATAC ``.X``, as users hold them; ``"counts"``
+    registers ``.X`` (= counts). Returns ``(model, md)``; scvi's seed is set to 0.
+    """
+    import scvi
+
+    import mixvi
+
+    scvi.settings.seed = 0
+    md = mixvi.datasets.pbmc_multiome_tiny() if md is None else md
+    layers = {}
+    if layout == "scanpy":
+        lognormalize(md["rna"])
+        tfidf(md["atac"])
+        layers = {"rna_layer": "counts", "atac_layer": "counts"}
+    mixvi.MultiMixVI.setup_mudata(md, batch_key="batch", **layers)
+    kwargs = {"n_latent": 8, "n_components": 5, "n_hidden": 32, **model_kwargs}
+    return mixvi.MultiMixVI(md, **kwargs), md

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from helpers import tiny_multimixvi
 
 import mixvi
 from mixvi import metrics as M
@@ -25,12 +26,7 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def trained_tiny():
-    import scvi
-
-    scvi.settings.seed = 0
-    md = mixvi.datasets.pbmc_multiome_tiny()
-    mixvi.MultiMixVI.setup_mudata(md, batch_key="batch")
-    model = mixvi.MultiMixVI(md, n_latent=8, n_components=5, n_hidden=32)
+    model, md = tiny_multimixvi()
     model.train(max_epochs=4, **FAST)
     return model, md
 
@@ -202,7 +198,7 @@ def test_label_prior_predicts_labels(tiny):
 
 def test_mosaic_cells_use_their_own_modality(tiny):
     """All-zero rows mark a missing modality: masks, joint latent and loss terms follow."""
-    nz = lambda m: np.asarray(tiny[m].layers["counts"].sum(1)).ravel() > 0  # noqa: E731
+    nz = lambda m: np.asarray(tiny[m].layers["counts"].sum(1)).ravel() > 0
     tiny = tiny[nz("rna") & nz("atac")].copy()
     for mod, rows in (("rna", slice(0, 100)), ("atac", slice(100, 200))):
         X = tiny[mod].layers["counts"].tolil()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_multimixvi
 
 import mixvi
 from mixvi.module._translation_calibration import (
@@ -71,12 +72,8 @@ def test_identity_until_fitted_and_old_state_dicts_load():
 
 @pytest.fixture(scope="module")
 def calibrated_tiny():
-    import scvi
-
-    scvi.settings.seed = 0
-    md = mixvi.datasets.pbmc_multiome_tiny()
-    mixvi.MultiMixVI.setup_mudata(md, batch_key="batch")
-    model = mixvi.MultiMixVI(md, n_latent=8, n_components=5, n_hidden=32)
+    # the scanpy layout: the reference must come from layers["counts"], not the normalised .X
+    model, md = tiny_multimixvi(layout="scanpy")
     model.train(max_epochs=4, train_size=0.8, early_stopping=False, enable_progress_bar=False)
     return model, md
 
@@ -116,12 +113,7 @@ def test_calibration_survives_save_and_load(calibrated_tiny, tmp_path):
 
 
 def test_without_validation_cells_calibration_names_the_fix():
-    import scvi
-
-    scvi.settings.seed = 0
-    md = mixvi.datasets.pbmc_multiome_tiny()
-    mixvi.MultiMixVI.setup_mudata(md, batch_key="batch")
-    model = mixvi.MultiMixVI(md, n_latent=8, n_components=5, n_hidden=32)
+    model, md = tiny_multimixvi()
     model.train(max_epochs=2, train_size=1.0, enable_progress_bar=False)
     assert not model.module.translation_calibration.fitted
     with pytest.raises(ValueError, match="validation split"):
@@ -135,9 +127,7 @@ def test_without_validation_cells_calibration_names_the_fix():
 
 def test_training_without_paired_cells_skips_the_calibration():
     import scipy.sparse as sp
-    import scvi
 
-    scvi.settings.seed = 0
     md = mixvi.datasets.pbmc_multiome_tiny()
     half = md.n_obs // 2  # first half RNA only, second half ATAC only: nothing to calibrate on
     for mod, rows in (("atac", slice(0, half)), ("rna", slice(half, None))):
@@ -146,9 +136,7 @@ def test_training_without_paired_cells_skips_the_calibration():
         md[mod].layers["counts"] = sp.csr_matrix(counts)
     keep = (np.asarray(md["rna"].layers["counts"].sum(1)).ravel()
             + np.asarray(md["atac"].layers["counts"].sum(1)).ravel()) > 0
-    md = md[keep].copy()
-    mixvi.MultiMixVI.setup_mudata(md, batch_key="batch")
-    model = mixvi.MultiMixVI(md, n_latent=8, n_components=5, n_hidden=32)
+    model, md = tiny_multimixvi(md[keep].copy())
     model.train(max_epochs=2, early_stopping=False, enable_progress_bar=False)
     assert len(model.validation_indices) > 0
     assert not model.module.translation_calibration.fitted
@@ -157,12 +145,7 @@ def test_training_without_paired_cells_skips_the_calibration():
 
 
 def test_poisson_peaks_are_calibrated_on_the_complementary_log_log_scale():
-    import scvi
-
-    scvi.settings.seed = 0
-    md = mixvi.datasets.pbmc_multiome_tiny()
-    mixvi.MultiMixVI.setup_mudata(md, batch_key="batch")
-    model = mixvi.MultiMixVI(md, n_latent=8, n_components=5, n_hidden=32, atac_likelihood="poisson")
+    model, md = tiny_multimixvi(atac_likelihood="poisson")
     model.train(max_epochs=3, early_stopping=False, enable_progress_bar=False)
     cal = model.module.translation_calibration
     assert cal.fitted and cal.link == "cloglog"
