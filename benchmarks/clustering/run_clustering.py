@@ -37,17 +37,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from _jobs import run_jobs, save_result  # benchmarks/_jobs.py
+
 RUNS = HERE / "runs"
 SEEDS = (0, 1, 2)
 JOBS = [
@@ -152,8 +152,7 @@ def run(dataset: str, method: str, seed: int) -> dict:
     from mixvi.metrics import cluster_calibration
 
     scvi.settings.seed = seed
-    data = load(dataset)
-    adata = data if dataset != "snare_joint" else data
+    adata = load(dataset)  # an AnnData, or the MuData of "snare_joint"
     fine, coarse = labels_of(adata)
     batch = adata.obs["batch"].astype(str).to_numpy()
     epochs = SNARE_EPOCHS if dataset == "snare_rna" else None
@@ -231,20 +230,6 @@ def tree_levels(model, latent, fine, coarse, seed: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------- driver
-def launch(dataset: str, method: str, seed: int) -> None:
-    path = RUNS / f"{dataset}_{method}_s{seed}.json"
-    if path.exists():
-        return
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, __file__, "--one", dataset, method, str(seed)]
-    t0 = time.time()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        print(f"FAILED {dataset} {method} {seed}:\n{done.stderr[-3000:]}", flush=True)
-        return
-    print(f"done {dataset} {method} seed {seed} in {time.time() - t0:.0f}s", flush=True)
-
-
 def report() -> None:
     import pandas as pd
 
@@ -309,16 +294,12 @@ def main() -> None:
     a = p.parse_args()
     if a.one:
         dataset, method, seed = a.one
-        res = run(dataset, method, int(seed))
-        RUNS.mkdir(exist_ok=True)
-        (RUNS / f"{dataset}_{method}_s{seed}.json").write_text(json.dumps(res, default=float))
+        save_result(RUNS, a.one, run(dataset, method, int(seed)))
         return
     if not a.report_only:
-        RUNS.mkdir(exist_ok=True)
         wanted = set(a.only.split(",")) if a.only else None
         jobs = [(d, m, s) for s in SEEDS for d, m in JOBS if wanted is None or d in wanted]
-        with ThreadPoolExecutor(a.parallel) as pool:
-            list(pool.map(lambda j: launch(*j), jobs))
+        run_jobs(Path(__file__), RUNS, jobs, a.parallel)
     report()
 
 

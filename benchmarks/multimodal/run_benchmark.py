@@ -30,18 +30,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import subprocess
 import sys
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from _jobs import run_jobs, save_result  # benchmarks/_jobs.py
+
 RUNS = HERE / "runs"
 MULTIVI_MAX_EPOCHS = 100
 SEEDS = (0, 1)
@@ -213,20 +213,6 @@ def run_one(method: str, variant: str, seed: int) -> dict:
     return res
 
 
-def launch(method: str, variant: str, seed: int) -> None:
-    path = RUNS / f"{method}_{variant}_s{seed}.json"
-    if path.exists():
-        return
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, __file__, "--one", method, variant, str(seed)]
-    t0 = time.time()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        print(f"FAILED {method} {variant} {seed}:\n{done.stderr[-3000:]}", flush=True)
-        return
-    print(f"done {method} {variant} seed {seed} in {time.time() - t0:.0f}s", flush=True)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--one", nargs=3, metavar=("METHOD", "VARIANT", "SEED"), help=argparse.SUPPRESS)
@@ -237,18 +223,14 @@ def main() -> None:
     a = p.parse_args()
     if a.one:
         method, variant, seed = a.one
-        res = run_one(method, variant, int(seed))
-        RUNS.mkdir(exist_ok=True)
-        (RUNS / f"{method}_{variant}_s{seed}.json").write_text(json.dumps(res, default=float))
+        save_result(RUNS, a.one, run_one(method, variant, int(seed)))
         return
     if not a.report_only:
-        RUNS.mkdir(exist_ok=True)
         if a.ablation:
             jobs = [("multimixvi", v, 0) for v in ABLATION]
         else:
             jobs = [(m, "default", s) for s in SEEDS for m in a.methods.split(",")]
-        with ThreadPoolExecutor(a.parallel) as pool:
-            list(pool.map(lambda j: launch(*j), jobs))
+        run_jobs(Path(__file__), RUNS, jobs, a.parallel)
     summarize()
 
 
