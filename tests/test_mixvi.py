@@ -324,3 +324,28 @@ def test_kang_short_training_clusters_and_mixes_batches(kang):
     assert mixed["Batch correction"] > unintegrated["Batch correction"] + 0.1, (
         mixed, unintegrated
     )
+
+
+@pytest.mark.parametrize("threshold, batch_size, plan_kwargs, expected_batch, expected_lr", [
+    (100, None, None, 512, 2e-3),          # "large" data: batch 512, sqrt-scaled lr
+    (10_000, None, None, 128, 1e-3),       # small data: scvi-tools' setting
+    (100, 64, None, 64, 1e-3),             # an explicit batch size keeps the plan's lr
+    (100, None, {"lr": 5e-4}, 512, 5e-4),  # an explicit lr wins over the scaling
+])
+def test_default_batch_size_grows_with_the_data(
+    counts_adata, monkeypatch, threshold, batch_size, plan_kwargs, expected_batch, expected_lr
+):
+    import mixvi.model._training as training
+
+    monkeypatch.setattr(training, "LARGE_DATA_CELLS", threshold)
+    mixvi.MixVI.setup_anndata(counts_adata, layer="counts", batch_key="batch")
+    model = mixvi.MixVI(counts_adata, n_latent=4, n_hidden=32, n_components=3)
+    epochs = 2
+    model.train(max_epochs=epochs, prior_init_epoch=1, batch_size=batch_size,
+                plan_kwargs=plan_kwargs, **FAST_TRAIN)
+    n_train = len(model.train_indices)
+    # optimiser steps = epochs x minibatches per epoch, counted here from the split
+    assert model.trainer.global_step == epochs * int(np.ceil(n_train / expected_batch))
+    # the networks' group and the prior's (at the default factor 10)
+    lrs = [group["lr"] for group in model.trainer.optimizers[0].param_groups]
+    assert lrs == pytest.approx([expected_lr, 10 * expected_lr])

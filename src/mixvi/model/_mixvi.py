@@ -26,7 +26,13 @@ from scvi.model.base import (
 from mixvi.model._base import MixModelMixin, _components_text
 from mixvi.model._clusters import ClusterMixin
 from mixvi.model._save_load import SafeSaveLoadMixin
-from mixvi.model._training import MixTrainingMixin, default_max_epochs, default_plan
+from mixvi.model._training import (
+    MixTrainingMixin,
+    default_batch_size,
+    default_max_epochs,
+    default_plan,
+    scaled_lr,
+)
 from mixvi.model._validation import check_choice, check_network_args, check_real, validate_setup
 from mixvi.module import MixVAE
 from mixvi.priors import PriorName
@@ -259,7 +265,7 @@ class MixVI(
         devices: int | list[int] | str = "auto",
         train_size: float | None = None,
         validation_size: float | None = None,
-        batch_size: int = 128,
+        batch_size: int | None = None,
         early_stopping: bool = False,
         n_epochs_kl_warmup: int | None = None,
         prior_init_epoch: int | None = None,
@@ -279,7 +285,10 @@ class MixVI(
         train_size, validation_size
             Train/validation split (validation metrics appear in :attr:`history`).
         batch_size
-            Minibatch size.
+            Minibatch size. ``None``: 128 below 20,000 cells, 512 from 20,000 on, with the
+            learning rate scaled to ``1e-3 * sqrt(batch_size / 128)`` (2e-3) unless
+            ``plan_kwargs`` sets ``lr`` (measured in ``benchmarks/scaling``). A number is
+            used as given, with the plan's learning rate (1e-3 unless set).
         early_stopping
             Stop when the validation ELBO stops improving (``early_stopping_patience``
             etc. go in ``trainer_kwargs``).
@@ -322,6 +331,15 @@ class MixVI(
             max_epochs, n_epochs_kl_warmup, prior_init_epoch, self.adata.n_obs, early_stopping
         )
         plan["gumbel_temperature"] = gumbel_temperature
+        if batch_size is None:
+            batch_size = default_batch_size(self.adata.n_obs)
+            plan["lr"] = scaled_lr(batch_size)  # 1e-3 at 128: the plan's own default
+            if batch_size != 128:
+                logger.info(
+                    "%d cells: training with batch_size=%d and lr=%.0e (pass batch_size=128 "
+                    "for scvi-tools' setting).", self.adata.n_obs, batch_size,
+                    (plan_kwargs or {}).get("lr", plan["lr"]),
+                )
         plan.update(plan_kwargs or {})
         return self._train_with_plan(
             plan,
