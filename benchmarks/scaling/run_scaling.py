@@ -23,11 +23,17 @@ inherit the parent's size) is its own.
 The pairs of a size run back to back (MixVI then SCVI, ...) to share machine conditions.
 SCVI runs with its default ZINB likelihood (``scvi``) and, at the smaller sizes, with MixVI's
 default NB (``scvi_nb``), which isolates the cost of the mixture prior. Same settings for all:
-1 torch thread, batch size 128, all cells for training
+1 torch thread, the models' default batch size (128; MixVI: 512 from 20,000 cells on, with
+its learning rate scaled, see ``MixVI.train``), all cells for training
 (``train_size=1.0``), ``n_hidden=128``, ``n_latent`` 16 (MixVI / SCVI) or 20 (multi), and the
-models' defaults otherwise (MixVI: 10 components; the mixture is initialised at epoch 0 so
-that the mixture KL is active in every measured step, and the k-means initialisation is
-included in the time). Throughput = cells x epochs / seconds between Lightning's
+models' defaults otherwise (MixVI: ``n_components="auto"``; the mixture is initialised at epoch 0
+so that the mixture KL is active in every measured step, and the Leiden initialisation falls in
+the first epoch, which the throughput leaves out). EM refits keep the schedule of a
+default-length training at that size (every tenth of the default epochs: every 40 epochs at
+10k cells; MultiMixVI every 5, its early-stopping schedule), so that a few-epoch run does not
+refit after every epoch as no real run does; the measured epochs then hold no refit. A refit is
+one inference pass over at most 20,000 training cells (the "latent cells / s" column) plus EM
+on them: amortised over a real run, about 1 % of the training time (2 % for MultiMixVI). Throughput = cells x epochs / seconds between Lightning's
 ``on_train_start`` and ``on_train_end``. After training, ``get_latent_representation`` runs
 once with ``batch_size=1024``; "peak incl. inference" is the process peak after it (see
 docs/scaling.md: at 200k cells 1024-cell batches leave glibc heap fragmentation of up to
@@ -206,6 +212,14 @@ def child(model_name: str, path: str, epochs: int, threads: int) -> dict:
     from lightning.pytorch.callbacks import Callback
 
     import mixvi
+    from mixvi.model._training import default_batch_size, default_max_epochs, default_plan
+
+    def real_refit_schedule(n_cells: int, early_stopping: bool) -> dict:
+        """The EM-refit interval of a default-length training on ``n_cells`` (every tenth of
+        the default epochs; every 5 epochs with early stopping, MultiMixVI's default). A
+        few-epoch run would otherwise refit after every epoch, which no real run does."""
+        plan = default_plan(default_max_epochs(n_cells), None, None, n_cells, early_stopping)
+        return {"refit_every": plan["refit_every"]}
 
     rss_imports = _rss_mb()
 
@@ -229,8 +243,12 @@ def child(model_name: str, path: str, epochs: int, threads: int) -> dict:
 
     clock = Clock()
     scvi.settings.seed = 0
-    common = dict(max_epochs=epochs, train_size=1.0, batch_size=128, enable_progress_bar=False,
+    common = dict(max_epochs=epochs, train_size=1.0, enable_progress_bar=False,
                   enable_model_summary=False, callbacks=[clock])
+    # every model at its default batch size: MixVI picks its own from the number of cells
+    batch_size = 128
+    if not model_name.startswith("mixvi"):
+        common["batch_size"] = batch_size
     if model_name in ("mixvi", "scvi", "scvi_nb", "mixvi_backed"):
         import anndata as ad
 
@@ -249,7 +267,9 @@ def child(model_name: str, path: str, epochs: int, threads: int) -> dict:
             mixvi.MixVI.setup_anndata(adata, batch_key="batch")
             model = mixvi.MixVI(adata, n_latent=16)
             t_setup = time.perf_counter() - t_setup
-            model.train(prior_init_epoch=0, **common)
+            model.train(prior_init_epoch=0, plan_kwargs=real_refit_schedule(adata.n_obs, False),
+                        **common)
+            batch_size = default_batch_size(adata.n_obs)
         else:
             scvi.model.SCVI.setup_anndata(adata, batch_key="batch")
             likelihood = "nb" if model_name == "scvi_nb" else "zinb"  # SCVI's default: zinb
@@ -271,7 +291,8 @@ def child(model_name: str, path: str, epochs: int, threads: int) -> dict:
             )
             model = mixvi.MultiMixVI(mdata, n_latent=20)
             t_setup = time.perf_counter() - t_setup
-            model.train(prior_init_epoch=0, **common)
+            model.train(prior_init_epoch=0, plan_kwargs=real_refit_schedule(mdata.n_obs, True),
+                        **common)
         else:
             from scvi.model import MULTIVI
 
@@ -294,6 +315,7 @@ def child(model_name: str, path: str, epochs: int, threads: int) -> dict:
     steady = clock.epochs[1:] if len(clock.epochs) > 1 else clock.epochs
     return {
         "model": model_name, "n_cells": n_obs, "n_features": n_features, "epochs": epochs,
+        "batch_size": batch_size, "steps": int(model.trainer.global_step),
         "threads": threads, "setup_s": t_setup, "train_s": clock.seconds,
         "first_epoch_s": clock.epochs[0],
         "cells_epochs_per_s": n_obs * len(steady) / sum(steady),
@@ -367,10 +389,10 @@ REFERENCE = {"mixvi": "scvi", "scvi_nb": "scvi", "mixvi_backed": "mixvi",
 def table(rows: list[dict]) -> str:
     by_key = {(r["model"], r["n_cells"]): r for r in rows}
     lines = [
-        "| model | cells | epochs | cells x epochs / s | vs | peak RSS in training (MB) | "
+        "| model | cells | batch | epochs | cells x epochs / s | vs | peak RSS in training (MB) | "
         "RSS after loading data (MB) | training overhead (MB) | counts (MB) | "
         "peak incl. inference (MB) | latent cells / s | % of matmul limit |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     order = ["mixvi", "scvi", "scvi_nb", "mixvi_backed", "multimixvi", "multivi"]
     for r in sorted(rows, key=lambda r: (r["model"] in ("multimixvi", "multivi"), r["n_cells"],
@@ -379,7 +401,8 @@ def table(rows: list[dict]) -> str:
         vs = (f"{r['cells_epochs_per_s'] / ref['cells_epochs_per_s']:.2f}x {ref['model']}"
               if ref else "")
         lines.append(
-            f"| {r['model']} | {r['n_cells']:,} | {r['epochs']} | "
+            f"| {r['model']} | {r['n_cells']:,} | {int(r.get('batch_size') or 128)} | "
+            f"{r['epochs']} | "
             f"{r['cells_epochs_per_s']:,.0f} | {vs} | {r['peak_train_mb']:,.0f} | "
             f"{r['rss_after_load_mb']:,.0f} | {r['train_overhead_mb']:,.0f} | "
             f"{r['data_mb']:,.0f} | {r['peak_mb']:,.0f} | {r['latent_cells_per_s']:,.0f} | "
@@ -396,10 +419,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rna-sizes", type=int, nargs="*", default=[10_000, 50_000, 200_000])
     parser.add_argument("--multi-sizes", type=int, nargs="*", default=[10_000, 50_000])
-    parser.add_argument("--epochs", type=str, default="10000:4,50000:3,200000:2",
+    parser.add_argument("--epochs", type=str, default="10000:6,50000:4,200000:3",
                         help="epochs per size, 'cells:epochs,...' (other sizes: 2); throughput "
                              "is measured on the epochs after the first")
-    parser.add_argument("--multi-epochs", type=int, default=3)
+    parser.add_argument("--multi-epochs", type=int, default=5)
     parser.add_argument("--nb-sizes", type=int, nargs="*", default=[10_000, 50_000],
                         help="sizes at which SCVI is also run with gene_likelihood='nb'")
     parser.add_argument("--backed-sizes", type=int, nargs="*", default=[50_000, 200_000],
@@ -453,6 +476,8 @@ def main() -> None:
     for r in rows:
         for key in ("n_cells", "n_features", "epochs", "threads"):
             r[key] = int(r[key])
+        if r.get("batch_size") != r.get("batch_size"):  # rows written before the column: 128
+            r["batch_size"] = 128
     plot(rows, HERE / "scaling.png")
     print(table(rows))
     print(f"total {time.time() - t0:.0f} s")
