@@ -27,6 +27,7 @@ from mixvi.model._base import MixModelMixin, _components_text
 from mixvi.model._clusters import ClusterMixin
 from mixvi.model._save_load import SafeSaveLoadMixin
 from mixvi.model._training import (
+    SMALL_BATCH_SIZE,
     MixTrainingMixin,
     default_batch_size,
     default_max_epochs,
@@ -334,7 +335,7 @@ class MixVI(
         if batch_size is None:
             batch_size = default_batch_size(self.adata.n_obs)
             plan["lr"] = scaled_lr(batch_size)  # 1e-3 at 128: the plan's own default
-            if batch_size != 128:
+            if batch_size != SMALL_BATCH_SIZE:
                 logger.info(
                     "%d cells: training with batch_size=%d and lr=%.0e (pass batch_size=128 "
                     "for scvi-tools' setting).", self.adata.n_obs, batch_size,

@@ -28,9 +28,10 @@ def default_batch_size(n_cells: int) -> int:
     :data:`LARGE_DATA_CELLS`, 512 from there on.
 
     At batch 512 (learning rate scaled by ``sqrt(512 / 128)``) MixVI kept its scIB total within
-    0.01 of batch 128 on 1.5k, 10k and 50k cells and trained 1.3-1.5x faster
-    (``benchmarks/scaling/results.md``). Small data keeps 128: it has few minibatches per
-    epoch already, and a 4x larger batch would mean 4x fewer optimiser steps.
+    0.01 of batch 128 on 1.5k, 10k and 50k cells and trained 1.3-1.5x faster; on 50k-cell
+    resamples its mixture clusters were as good or better, but on 10k SNARE-seq cells (100
+    epochs) their ARI fell by 0.05 (``benchmarks/scaling/results.md``). Small data has few
+    minibatches per epoch already, and a 4x larger batch means 4x fewer optimiser steps.
     """
     return LARGE_BATCH_SIZE if n_cells >= LARGE_DATA_CELLS else SMALL_BATCH_SIZE
 
