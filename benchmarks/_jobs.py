@@ -33,6 +33,20 @@ def save_result(runs: Path, key: Sequence, result: dict) -> None:
     result_path(runs, key).write_text(json.dumps(result, default=float))
 
 
+def load_results(runs: Path, csv_path: Path):
+    """Every run's result in ``runs`` as one DataFrame, also written to ``csv_path``; ``None``
+    (and a message) when there is none yet."""
+    import pandas as pd
+
+    rows = [json.loads(p.read_text()) for p in sorted(runs.glob("*.json"))]
+    if not rows:
+        print("no runs")
+        return None
+    frame = pd.DataFrame(rows)
+    frame.to_csv(csv_path, index=False)
+    return frame
+
+
 def run_jobs(script: Path, runs: Path, jobs: Sequence[Sequence], parallel: int = 2) -> None:
     """Run ``script --one KEY`` for every key without a result yet, ``parallel`` at a time."""
     runs.mkdir(parents=True, exist_ok=True)

@@ -39,7 +39,6 @@ uncertainty integrated out) and for point responsibilities at the posterior mean
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
@@ -49,7 +48,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from _jobs import run_jobs, save_result  # benchmarks/_jobs.py
+from _jobs import load_results, run_jobs, save_result  # benchmarks/_jobs.py
 
 RUNS = HERE / "runs"
 SEEDS = (0, 1, 2)
@@ -246,14 +245,9 @@ def tree_levels(model, latent, fine, coarse, seed: int) -> dict:
 
 # ---------------------------------------------------------------------------------- driver
 def report() -> None:
-    import pandas as pd
-
-    rows = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
-    if not rows:
-        print("no runs")
+    df = load_results(RUNS, HERE / "results.csv")
+    if df is None:
         return
-    df = pd.DataFrame(rows)
-    df.to_csv(HERE / "results.csv", index=False)
     cols = ["own_ari", "own_ari_coarse", "own_k", "kmeans_ari", "leiden_ari", "leiden_k",
             "own_batch_nmi", "ece", "ece_point", "scib_batch_correction",
             "scib_bio_conservation", "scib_total", "train_s"]

@@ -29,7 +29,6 @@ the held-out 20% ('Mis' excluded from label scores):
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import time
@@ -40,7 +39,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from _jobs import run_jobs, save_result  # benchmarks/_jobs.py
+from _jobs import load_results, run_jobs, save_result  # benchmarks/_jobs.py
 
 RUNS = HERE / "runs"
 MULTIVI_MAX_EPOCHS = 100
@@ -243,14 +242,9 @@ COLUMNS = ["epochs", "foscttm", "label_transfer_query_atac", "label_transfer_que
 
 
 def summarize() -> None:
-    import pandas as pd
-
-    rows = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
-    if not rows:
-        print("no runs")
+    df = load_results(RUNS, HERE / "results.csv")
+    if df is None:
         return
-    df = pd.DataFrame(rows)
-    df.to_csv(HERE / "results.csv", index=False)
     cols = [c for c in COLUMNS if c in df]
     main_runs = df[df["variant"] == "default"]
     mean = main_runs.groupby("method")[cols].mean()

@@ -27,7 +27,6 @@ and the table printed for ``results.md``)::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from _jobs import run_jobs, save_result  # benchmarks/_jobs.py
+from _jobs import load_results, run_jobs, save_result  # benchmarks/_jobs.py
 
 RUNS = HERE / "batch_size_runs"
 N_CELLS = 50_000
@@ -146,14 +145,9 @@ def run(dataset: str, setting: str, seed: int) -> dict:
 
 
 def report() -> None:
-    import pandas as pd
-
-    rows = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
-    if not rows:
-        print("no runs")
+    frame = load_results(RUNS, HERE / "batch_size_quality.csv")
+    if frame is None:
         return
-    frame = pd.DataFrame(rows)
-    frame.to_csv(HERE / "batch_size_quality.csv", index=False)
     cols = ["dataset", "batch", "seed", "epochs", "steps", "cells_epochs_per_s", "own_ari", "own_k",
             "kmeans_ari", "leiden_ari", "leiden_k", "own_batch_nmi", "scib_batch_correction",
             "scib_bio_conservation", "scib_total"]
