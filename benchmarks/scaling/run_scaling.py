@@ -33,8 +33,9 @@ default-length training at that size (every tenth of the default epochs: every 4
 10k cells; MultiMixVI every 5, its early-stopping schedule), so that a few-epoch run does not
 refit after every epoch as no real run does; the measured epochs then hold no refit. A refit is
 one inference pass over at most 20,000 training cells (the "latent cells / s" column) plus EM
-on them: amortised over a real run, about 1 % of the training time (2 % for MultiMixVI). Throughput = cells x epochs / seconds between Lightning's
-``on_train_start`` and ``on_train_end``. After training, ``get_latent_representation`` runs
+on them: amortised over a real run, about 1 % of the training time (2 % for MultiMixVI).
+Throughput = cells x epochs / seconds between Lightning's ``on_train_start`` and
+``on_train_end``. After training, ``get_latent_representation`` runs
 once with ``batch_size=1024``; "peak incl. inference" is the process peak after it (see
 docs/scaling.md: at 200k cells 1024-cell batches leave glibc heap fragmentation of up to
 0.8 GB; scvi-tools' default of 128 adds none).
@@ -401,7 +402,7 @@ def table(rows: list[dict]) -> str:
         vs = (f"{r['cells_epochs_per_s'] / ref['cells_epochs_per_s']:.2f}x {ref['model']}"
               if ref else "")
         lines.append(
-            f"| {r['model']} | {r['n_cells']:,} | {int(r.get('batch_size') or 128)} | "
+            f"| {r['model']} | {r['n_cells']:,} | {r['batch_size']} | "
             f"{r['epochs']} | "
             f"{r['cells_epochs_per_s']:,.0f} | {vs} | {r['peak_train_mb']:,.0f} | "
             f"{r['rss_after_load_mb']:,.0f} | {r['train_overhead_mb']:,.0f} | "
@@ -476,8 +477,8 @@ def main() -> None:
     for r in rows:
         for key in ("n_cells", "n_features", "epochs", "threads"):
             r[key] = int(r[key])
-        if r.get("batch_size") != r.get("batch_size"):  # rows written before the column: 128
-            r["batch_size"] = 128
+        size = r.get("batch_size")  # absent or NaN in rows written before the column: 128
+        r["batch_size"] = 128 if size is None or size != size else int(size)
     plot(rows, HERE / "scaling.png")
     print(table(rows))
     print(f"total {time.time() - t0:.0f} s")

@@ -332,16 +332,16 @@ class MixVI(
             max_epochs, n_epochs_kl_warmup, prior_init_epoch, self.adata.n_obs, early_stopping
         )
         plan["gumbel_temperature"] = gumbel_temperature
-        if batch_size is None:
+        chosen_batch = batch_size is None
+        if chosen_batch:
             batch_size = default_batch_size(self.adata.n_obs)
             plan["lr"] = scaled_lr(batch_size)  # 1e-3 at 128: the plan's own default
-            if batch_size != SMALL_BATCH_SIZE:
-                logger.info(
-                    "%d cells: training with batch_size=%d and lr=%.0e (pass batch_size=128 "
-                    "for scvi-tools' setting).", self.adata.n_obs, batch_size,
-                    (plan_kwargs or {}).get("lr", plan["lr"]),
-                )
         plan.update(plan_kwargs or {})
+        if chosen_batch and batch_size != SMALL_BATCH_SIZE:
+            logger.info(
+                "%d cells: training with batch_size=%d and lr=%.0e (pass batch_size=128 for "
+                "scvi-tools' setting).", self.adata.n_obs, batch_size, plan["lr"],
+            )
         return self._train_with_plan(
             plan,
             max_epochs=max_epochs,
