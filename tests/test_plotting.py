@@ -472,9 +472,12 @@ def test_translation_panels_floor_lines_and_markers(tmp_path):
     adata.obsm["X_umap"] = rng.normal(size=(n, 2))
     axes = mixvi.pl.translation(predicted, observed, floor, acc, peaks,
                                 np.broadcast_to(acc.mean(0), (n, p)), adata=adata,
-                                genes=["g1", "g2"], show=False, save=tmp_path / "t.png")
+                                genes=["g1", "g2", "g3"], show=False, save=tmp_path / "t.png")
     assert (tmp_path / "t.png").exists()
-    assert len(axes) == 3 + 4
+    assert len(axes) == 3 + 6
+    top = [round(a.get_position().y1, 3) for a in axes]  # figure rows, top to bottom
+    rows = [sorted(set(top), reverse=True).index(t) for t in top]
+    assert rows == [0, 0, 0, 1, 1, 1, 1, 2, 2]  # summary row; each gene's pair on one row
     assert any(abs(line.get_xdata()[0]) < 1e-12 for line in axes[0].get_lines())  # floor at 0
     legend = [t.get_text() for t in axes[1].get_legend().get_texts()]
     assert any("mean profile" in t for t in legend) and any("model" in t for t in legend)

@@ -33,7 +33,7 @@ def translation(
     constant prediction, has no per-gene r: its line is at 0), the per-cell Pearson r with
     the floor's, the per-cell AUROC of peaks predicted from RNA with the floor's, and, with
     ``adata`` and ``genes``, each marker gene's observed and predicted expression on the
-    embedding.
+    embedding (side by side, two genes per row below the summary row).
 
     Parameters
     ----------
@@ -64,17 +64,24 @@ def translation(
     """
     from mixvi.metrics import atac_translation_metrics, rna_translation_metrics
 
-    genes = list(genes or [])
-    n_panels = 2 + (atac_predicted is not None) + (2 * len(genes) if adata is not None else 0)
+    genes = list(genes or []) if adata is not None else []
+    n_summary = 2 + (atac_predicted is not None)
+    n_panels = n_summary + 2 * len(genes)
     owns = ax is None
     if owns:
-        ncols = min(n_panels, 4)
-        nrows = int(np.ceil(n_panels / ncols))
-        fig, grid = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), squeeze=False)
-        axes = list(grid.ravel())
-        for extra in axes[n_panels:]:
+        # summary panels on the first row; below, two genes per row, each gene's observed
+        # and predicted panels side by side (a pair never wraps across rows)
+        ncols = max(n_summary, min(2 * len(genes), 4))
+        per_row = ncols // 2
+        n_gene_rows = int(np.ceil(len(genes) / per_row)) if genes else 0
+        fig, grid = plt.subplots(1 + n_gene_rows, ncols, figsize=(4.2 * ncols, 3.6 * (1 + n_gene_rows)),
+                                 squeeze=False)
+        axes = list(grid[0, :n_summary])
+        for gi in range(len(genes)):
+            row, col = 1 + gi // per_row, 2 * (gi % per_row)
+            axes += [grid[row, col], grid[row, col + 1]]
+        for extra in set(grid.ravel()) - set(axes):
             extra.set_visible(False)
-        axes = axes[:n_panels]
     else:
         axes = list(ax)
         if len(axes) < n_panels:
