@@ -143,6 +143,16 @@ def test_fit_multi_missing_keys(capsys, h5mu, tmp_path, args, expected):
     assert re.search(expected, line), line
 
 
+@pytest.mark.parametrize("command, suffix", [("fit", "h5ad"), ("fit-multi", "h5mu")])
+def test_bad_smoothing_fails_before_training(capsys, h5ad, h5mu, tmp_path, command, suffix):
+    data = h5ad if suffix == "h5ad" else h5mu
+    extra = ["--layer", "counts"] if suffix == "h5ad" else []
+    out = tmp_path / f"o.{suffix}"
+    line = _error(capsys, [command, str(data), "--out", str(out), *extra, "--smoothing", "1"])
+    assert "--smoothing must be in [0, 1)" in line, line
+    assert not out.exists()
+
+
 def test_fit_writes_results_summary_and_restores_logging(capsys, h5ad, tmp_path, monkeypatch):
     monkeypatch.setattr("mixvi.train._progress.progress_bar_default", lambda: False)  # no TTY
     mixvi_logger = logging.getLogger("mixvi")

@@ -125,6 +125,7 @@ def fit(
     batch_balance_weight: float | None = None,
     accelerator: str | None = None,
     progress_bar: bool | None = None,
+    smoothing: float | None = None,
 ) -> dict:
     """Set up, train and write MixVI results; returns the metrics.
 
@@ -151,6 +152,9 @@ def fit(
         Passed to the model when set (``None``: the model's default).
     progress_bar
         ``enable_progress_bar`` of training; ``None``: on a terminal only.
+    smoothing
+        Neighbour smoothing of the clusters (:meth:`mixvi.MixVI.write_to_adata`;
+        ``None``: its default).
 
     Returns
     -------
@@ -163,6 +167,7 @@ def fit(
 
     if labels_key is not None:
         mixvi.data.check_obs_key(adata, labels_key, role="labels_key")
+    write_kwargs = _smoothing(smoothing)  # checked before training
     scvi.settings.seed = seed
     mixvi.MixVI.setup_anndata(adata, layer=layer, batch_key=batch_key)
     options = {"prior": prior, "n_components": n_components, "resolution": resolution,
@@ -173,7 +178,7 @@ def fit(
     start = time.perf_counter()
     model.train(**train_kwargs)
     elapsed = time.perf_counter() - start
-    model.write_to_adata(adata, key_added=key_added)
+    model.write_to_adata(adata, key_added=key_added, **write_kwargs)
     epochs = len(model.history["elbo_train"])
     metrics: dict[str, float] = {}
     if batch_key is not None:
@@ -207,6 +212,15 @@ def _train_kwargs(max_epochs, early_stopping, accelerator, progress_bar) -> dict
     if progress_bar is not None:
         kwargs["enable_progress_bar"] = progress_bar
     return kwargs
+
+
+def _smoothing(weight: float | None) -> dict:
+    """``smoothing`` for ``write_to_adata`` / ``write_to_mudata`` when given (in [0, 1))."""
+    if weight is None:
+        return {}
+    if not 0.0 <= weight < 1.0:
+        raise CommandError(f"--smoothing must be in [0, 1) (0: off), got {weight}.")
+    return {"smoothing": weight}
 
 
 def _written_keys(key: str) -> str:
@@ -259,6 +273,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         early_stopping=args.early_stopping, resolution=args.resolution,
         batch_balance_weight=args.batch_balance_weight,
         accelerator=args.accelerator, progress_bar=False if args.quiet else None,
+        smoothing=args.smoothing,
     )
     print_summary("fit", time.perf_counter() - start, metrics, [
         ("results", Path(args.out), _written_keys(args.key_added)),

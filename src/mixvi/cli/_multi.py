@@ -9,7 +9,7 @@ import time
 import warnings
 from pathlib import Path
 
-from ._fit import _train_kwargs, _umap_png, check_batch_mixing
+from ._fit import _smoothing, _train_kwargs, _umap_png, check_batch_mixing
 from ._inputs import CommandError, check_input_file
 from ._logging import logger
 from ._summary import _print_table, print_summary
@@ -46,6 +46,7 @@ def fit_multi(path: Path, args: argparse.Namespace) -> tuple[list, dict]:
     except OSError as err:
         raise CommandError(f"cannot read {path} as an .h5mu file: {err}") from err
     mods, key = {"rna": args.rna_mod, "atac": args.atac_mod}, args.key_added
+    write_kwargs = _smoothing(args.smoothing)  # checked before training
     mixvi.data.check_mudata_modalities(mdata, mods)
     layers = {role: None if name == "X" and "X" not in mdata.mod[mods[role]].layers else name
               for role, name in (("rna", args.rna_layer), ("atac", args.atac_layer))}
@@ -64,7 +65,7 @@ def fit_multi(path: Path, args: argparse.Namespace) -> tuple[list, dict]:
                                 False if args.quiet else None))
     elapsed = time.perf_counter() - start
     epochs = len(model.history["elbo_train"])
-    model.write_to_mudata(mdata, key_added=key)
+    model.write_to_mudata(mdata, key_added=key, **write_kwargs)
     metrics: dict[str, float] = {}
     batch = _obs_column(mdata, args.batch_key, mods, "--batch-key") if args.batch_key else None
     if batch is not None:

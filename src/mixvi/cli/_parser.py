@@ -87,6 +87,10 @@ def _add_training(p: argparse.ArgumentParser, multi: bool) -> None:
     g.add_argument("--resolution", type=float, default=None, metavar="R",
                    help="with --n-components auto: higher finds more, smaller clusters "
                         "(default: the model's, 1.0)")
+    g.add_argument("--smoothing", type=float, default=None, metavar="W",
+                   help="weight in [0, 1) of a cell's 15 nearest cells in the latent against "
+                        "its own cluster probabilities; 0 = each cell alone (default: the "
+                        "model's, 0.8)")
     g.add_argument("--early-stopping", action=argparse.BooleanOptionalAction, default=None,
                    help="stop when the validation loss stops improving, keeping the best "
                         "epoch (default: the model's: "

@@ -25,7 +25,7 @@ from mixvi.data import (
     nonzero_counts,
 )
 from mixvi.model._base import MixModelMixin, _components_text
-from mixvi.model._clusters import ClusterMixin
+from mixvi.model._clusters import SMOOTHING, ClusterMixin
 from mixvi.model._save_load import SafeSaveLoadMixin
 from mixvi.model._training import MixTrainingMixin, default_max_epochs, default_plan
 from mixvi.model._translation import NoPairedCellsError, TranslationMixin
@@ -447,7 +447,8 @@ class MultiMixVI(
         return np.concatenate(out)
 
     def write_to_mudata(
-        self, mdata=None, key_added: str = "multimixvi", batch_size: int | None = None
+        self, mdata=None, key_added: str = "multimixvi", batch_size: int | None = None,
+        smoothing: float = SMOOTHING,
     ) -> None:
         """Write embeddings and mixture clusters into the MuData (in place).
 
@@ -457,11 +458,14 @@ class MultiMixVI(
         ``mdata.obs["<key>_prediction"]`` (label prior only), and in each modality
         ``.obsm["X_<key>"]`` (joint) and ``.obsm["X_<key>_<rna|atac>"]`` (that modality's
         own latent). The same joint embedding / clusters are copied to each modality's
-        ``.obs`` / ``.obsm`` so ``sc.pl.umap(mdata["rna"], ...)`` works.
+        ``.obs`` / ``.obsm`` so ``sc.pl.umap(mdata["rna"], ...)`` works. ``smoothing``:
+        neighbour smoothing of the cluster probabilities, as in
+        :meth:`get_cluster_assignments`.
         """
         mdata = self._validate_anndata(mdata)
         joint = self.get_latent_representation(mdata, batch_size=batch_size)
-        clusters = self.get_cluster_assignments(mdata, batch_size=batch_size)
+        all_probs = self._cluster_probabilities(mdata, None, batch_size, smoothing)
+        clusters = self._assignments(all_probs, mdata, None, None)
         probs = clusters.drop(columns=["cluster", "confidence"]).to_numpy()
         mdata.obsm[f"X_{key_added}"] = joint
         mdata.obs[f"{key_added}_cluster"] = clusters["cluster"].values
@@ -469,7 +473,8 @@ class MultiMixVI(
         mdata.obsm[f"{key_added}_cluster_probs"] = probs
         pred = None
         if self.label_categories_:
-            pred = pd.Categorical(self.predict(mdata, batch_size=batch_size), categories=self.label_categories_)
+            pred = pd.Categorical(self._label_prediction(all_probs, mdata, None, soft=False),
+                                  categories=self.label_categories_)
             mdata.obs[f"{key_added}_prediction"] = pred
         for role, name in self.modality_names.items():
             mod = mdata.mod[name]
