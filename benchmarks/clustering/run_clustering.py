@@ -207,6 +207,11 @@ def run(dataset: str, method: str, seed: int) -> dict:
     out["leiden_batch_nmi"] = batch_dependence(leiden_scanpy(latent, seed), batch)
     cal = cluster_calibration(clusters["confidence"].to_numpy(), own, fine, exclude=["Mis"])
     out["ece"], out["mean_confidence"], out["purity"] = cal["ece"], cal["mean_confidence"], cal["accuracy"]
+    # the ablation of the neighbour smoothing: each cell's responsibilities alone
+    alone = model.get_cluster_assignments(smoothing=0)
+    out.update(score_partition(alone["cluster"].astype(str).to_numpy(), fine, coarse, "own_unsmoothed"))
+    out["ece_unsmoothed"] = cluster_calibration(
+        alone["confidence"].to_numpy(), alone["cluster"].astype(str).to_numpy(), fine, exclude=["Mis"])["ece"]
     # point responsibilities at the posterior mean, for comparison
     prior = model.module.prior
     with torch.no_grad():
@@ -248,8 +253,8 @@ def report() -> None:
     df = load_results(RUNS, HERE / "results.csv")
     if df is None:
         return
-    cols = ["own_ari", "own_ari_coarse", "own_k", "kmeans_ari", "leiden_ari", "leiden_k",
-            "own_batch_nmi", "ece", "ece_point", "scib_batch_correction",
+    cols = ["own_ari", "own_unsmoothed_ari", "own_ari_coarse", "own_k", "kmeans_ari", "leiden_ari",
+            "leiden_k", "own_batch_nmi", "ece", "ece_unsmoothed", "ece_point", "scib_batch_correction",
             "scib_bio_conservation", "scib_total", "train_s"]
     cols = [c for c in cols if c in df]
     mean = df.groupby(["dataset", "method"])[cols].mean()
