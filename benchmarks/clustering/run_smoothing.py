@@ -71,7 +71,7 @@ def run_one(dataset: str, n_cells: int, seed: int) -> dict:
         own = cl["cluster"].astype(str).to_numpy()
         tag = f"k{k}_a{weight}"
         res[f"ari_{tag}"] = cluster_agreement(own, fine, exclude=["Mis"])["ari"]
-        res[f"k_{tag}"] = int(len(np.unique(own[keep])))
+        res[f"k_{tag}"] = len(np.unique(own[keep]))
         res[f"ece_{tag}"] = cluster_calibration(cl["confidence"].to_numpy(), own, fine,
                                                 exclude=["Mis"])["ece"]
     return res

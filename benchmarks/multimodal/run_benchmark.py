@@ -120,7 +120,7 @@ def evaluate(zr_tr, za_tr, zr, za, joint, labels_tr, labels, rna_pred, atac_pred
     if clusters is not None:
         c = M.cluster_agreement(clusters, labels, exclude=["Mis"])
         res["mixture_ari"], res["mixture_nmi"] = c["ari"], c["nmi"]
-        res["mixture_k"] = int(len(np.unique(clusters)))
+        res["mixture_k"] = len(np.unique(clusters))
     return res
 
 
@@ -147,8 +147,8 @@ def run_one(method: str, variant: str, seed: int) -> dict:
     import logging
 
     logging.getLogger("mixvi").setLevel(logging.WARNING)
-    import torch
     import scvi
+    import torch
 
     import mixvi
     from mixvi import metrics as M
