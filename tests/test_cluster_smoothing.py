@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scvi
-from helpers import FAST_TRAIN
+from helpers import FAST_TRAIN, make_counts
 
 import mixvi
 from mixvi.model import smooth_over_neighbours
@@ -27,12 +27,12 @@ def test_smoothing_is_label_spreading_in_closed_form():
     latent = rng.normal(size=(60, 3))
     probs = rng.dirichlet(np.ones(4), size=60)
     for k, a in ((5, 0.5), (15, 0.8), (15, 0.95)):
-        got = smooth_over_neighbours(probs, latent, k, a)
+        got = smooth_over_neighbours(probs, latent, k, a, min_cells=0)
         np.testing.assert_allclose(got, _closed_form_smoothing(probs, latent, k, a), atol=1e-5)
         np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-12)
-    assert smooth_over_neighbours(probs, latent, 15, 0.0) is probs
+    assert smooth_over_neighbours(probs, latent, 15, 0.0, min_cells=0) is probs
     # fewer cells than neighbours: every cell's neighbourhood is all of them
-    few = smooth_over_neighbours(probs[:4], latent[:4], 15, 0.5)
+    few = smooth_over_neighbours(probs[:4], latent[:4], 15, 0.5, min_cells=0)
     np.testing.assert_allclose(few, 0.5 * probs[:4] + 0.5 * probs[:4].mean(0), atol=1e-6)
 
 
@@ -53,9 +53,22 @@ def test_large_data_neighbours_come_from_the_approximate_search(monkeypatch):
         return original(latent, k)
 
     monkeypatch.setattr(clusters, "_nearest_cells", spy)
-    got = smooth_over_neighbours(probs, latent, 15, 0.8)
+    got = smooth_over_neighbours(probs, latent, 15, 0.8, min_cells=0)
     assert calls == [True]
     np.testing.assert_allclose(got, _closed_form_smoothing(probs, latent, 15, 0.8), atol=1e-4)
+
+
+def test_too_few_cells_are_left_alone(caplog):
+    """Below 20 x n_neighbors cells (300 by default) the probabilities come back unchanged."""
+    import logging
+
+    rng = np.random.default_rng(2)
+    probs = rng.dirichlet(np.ones(3), size=299)
+    latent = rng.normal(size=(299, 2))
+    with caplog.at_level(logging.INFO, logger="mixvi"):
+        assert smooth_over_neighbours(probs, latent) is probs
+    assert "fewer than the 300" in caplog.text
+    assert smooth_over_neighbours(probs, latent, n_neighbors=10) is not probs  # 299 >= 200
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -85,11 +98,12 @@ def test_smoothing_takes_tails_back_from_a_broad_component(seed):
     assert smoothed > raw + 0.02, (raw, smoothed)
 
 
-def test_model_assignments_are_the_smoothed_responsibilities(counts_adata):
+def test_model_assignments_are_the_smoothed_responsibilities():
     """get_cluster_assignments = the responsibilities of each cell alone (smoothing=0)
     spread over its neighbours in get_latent_representation; write_to_adata writes the
     same clusters."""
     scvi.settings.seed = 0
+    counts_adata = make_counts(n_cells=400)
     mixvi.MixVI.setup_anndata(counts_adata, layer="counts", batch_key="batch")
     model = mixvi.MixVI(counts_adata, n_latent=4, n_hidden=32, n_components=3)
     model.train(max_epochs=5, **FAST_TRAIN)

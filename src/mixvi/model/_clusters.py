@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -12,12 +13,19 @@ from anndata import AnnData
 from mixvi.module._keys import QZ_KEY
 from mixvi.priors import HierarchicalGaussianMixturePrior
 
+logger = logging.getLogger(__name__)
+
 #: Defaults of the neighbour smoothing of the cluster probabilities (see
 #: :func:`smooth_over_neighbours`): scanpy's 15 neighbours; the neighbourhood weighs 4x a cell's
 #: own responsibilities (benchmarks/clustering/results.md: 0.7 gains less, 0.9 starts to cost
 #: small data its small clusters)
 SMOOTHING_NEIGHBORS = 15
 SMOOTHING = 0.8
+#: With fewer cells than this many times ``n_neighbors`` each cell is left alone: a handful of
+#: cells from several types has no neighbourhoods to speak of (measured on Kang: subsets of
+#: 10-30 cells, smoothed, disagreed with the full-data clusters for 27 % of the cells against
+#: 4-8 % alone; at 300 cells the two were level)
+MIN_CELLS_PER_NEIGHBOR = 20
 _TOLERANCE = 1e-6
 #: Above this many cells the neighbours come from pynndescent's approximate search, as in
 #: scanpy (measured on 100,000 cells in 16 dimensions: 6x faster than the exact search, 98 %
@@ -38,7 +46,7 @@ def _nearest_cells(latent: np.ndarray, k: int) -> np.ndarray:
 
 def smooth_over_neighbours(
     probs: np.ndarray, latent: np.ndarray, n_neighbors: int = SMOOTHING_NEIGHBORS,
-    smoothing: float = SMOOTHING,
+    smoothing: float = SMOOTHING, min_cells: int | None = None,
 ) -> np.ndarray:
     """Spread every cell's cluster probabilities over its nearest cells in the latent.
 
@@ -65,6 +73,10 @@ def smooth_over_neighbours(
         Neighbours per cell, the cell included (clipped to ``n_cells``).
     smoothing
         Weight ``a`` of the neighbourhood, in ``[0, 1)``; ``0`` returns ``probs`` unchanged.
+    min_cells
+        Fewer cells than this return ``probs`` unchanged (default
+        ``MIN_CELLS_PER_NEIGHBOR * n_neighbors`` = 300: a few cells of several types have no
+        neighbourhood that belongs to one type).
 
     Returns
     -------
@@ -80,7 +92,12 @@ def smooth_over_neighbours(
         raise ValueError(f"n_neighbors must be a positive integer, got {n_neighbors!r}.")
     n = probs.shape[0]
     k = int(min(n_neighbors, n))
-    if smoothing == 0 or k < 2:
+    if min_cells is None:
+        min_cells = MIN_CELLS_PER_NEIGHBOR * n_neighbors
+    if smoothing == 0 or k < 2 or n < min_cells:
+        if smoothing and n < min_cells:
+            logger.info("cluster probabilities of each cell alone: %d cells are fewer than the "
+                        "%d the neighbour smoothing needs", n, min_cells)
         return probs
     idx = _nearest_cells(np.asarray(latent, dtype=np.float32), k)
     mean = sp.csr_matrix((np.full(idx.size, 1.0 / k), (np.repeat(np.arange(n), k), idx.ravel())),
@@ -162,7 +179,7 @@ class ClusterMixin:
             AnnData set up like the training data; ``None`` uses the training data.
         indices
             Cells to use; ``None`` uses all. The neighbours are searched among the cells
-            given.
+            given; with fewer than 20 x ``n_neighbors`` cells (300) each cell is left alone.
         batch_size
             Minibatch size for inference.
         level
