@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
+from mixvi.model._validation import check_int, check_real
 from mixvi.module._keys import QZ_KEY
 from mixvi.priors import HierarchicalGaussianMixturePrior
 
@@ -36,9 +37,9 @@ EXACT_NEIGHBORS_MAX_CELLS = 50_000
 def _nearest_cells(latent: np.ndarray, k: int) -> np.ndarray:
     """Indices of every cell's ``k`` nearest cells, itself first, shape ``(n_cells, k)``."""
     if latent.shape[0] <= EXACT_NEIGHBORS_MAX_CELLS:
-        from sklearn.neighbors import NearestNeighbors
+        from mixvi.metrics._utils import knn  # here: mixvi.metrics is not needed to import a model
 
-        return NearestNeighbors(n_neighbors=k).fit(latent).kneighbors(latent)[1]
+        return knn(latent, k)[1]
     from pynndescent import NNDescent
 
     return NNDescent(latent, n_neighbors=k, random_state=0).neighbor_graph[0]
@@ -84,12 +85,8 @@ def smooth_over_neighbours(
     """
     import scipy.sparse as sp
 
-    if isinstance(smoothing, bool) or not isinstance(smoothing, float | int | np.floating) \
-            or not 0.0 <= smoothing < 1.0:
-        raise ValueError(
-            f"smoothing must be a number in [0, 1) (0: no smoothing), got {smoothing!r}.")
-    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int | np.integer) or n_neighbors < 1:
-        raise ValueError(f"n_neighbors must be a positive integer, got {n_neighbors!r}.")
+    check_real("smoothing", smoothing, 0.0, 1.0, high_open=True)
+    check_int("n_neighbors", n_neighbors)
     n = probs.shape[0]
     k = int(min(n_neighbors, n))
     if min_cells is None:
