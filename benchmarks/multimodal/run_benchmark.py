@@ -142,7 +142,9 @@ def uncalibrated_translation(model, mtr, mte) -> dict:
             "rna_shrinkage": float(cal.rna_shrinkage), "peak_weights": cal.peak_weights.tolist()}
 
 
-def run_one(method: str, variant: str, seed: int) -> dict:
+def load_split(seed: int):
+    """A run's start: quiet logs, 1 torch thread, the seed, and SNARE-seq split into training
+    and test MuData (copies) as :func:`split` draws them."""
     warnings.filterwarnings("ignore")
     import logging
 
@@ -151,13 +153,19 @@ def run_one(method: str, variant: str, seed: int) -> dict:
     import torch
 
     import mixvi
-    from mixvi import metrics as M
 
     torch.set_num_threads(1)
     scvi.settings.seed = seed
     md = mixvi.datasets.snareseq_mouse_cortex()
     tr, te = split(md, seed)
-    mtr, mte = md[tr].copy(), md[te].copy()
+    return md[tr].copy(), md[te].copy()
+
+
+def run_one(method: str, variant: str, seed: int) -> dict:
+    import mixvi
+    from mixvi import metrics as M
+
+    mtr, mte = load_split(seed)
     labels_tr, labels = mtr.obs["cell_type"].to_numpy(), mte.obs["cell_type"].to_numpy()
     clusters, extra = None, {}
     t = time.time()
@@ -211,8 +219,8 @@ def run_one(method: str, variant: str, seed: int) -> dict:
     res = evaluate(zr_tr, za_tr, zr, za, joint, labels_tr, labels, rna_pred, atac_pred, mtr, mte,
                    clusters, seed)
     res.update(
-        method=method, variant=variant, seed=seed, epochs=epochs, n_train=len(tr), n_test=len(te),
-        fit_s=fit, cells_epochs_per_s=len(tr) * epochs / fit,
+        method=method, variant=variant, seed=seed, epochs=epochs, n_train=mtr.n_obs, n_test=mte.n_obs,
+        fit_s=fit, cells_epochs_per_s=mtr.n_obs * epochs / fit,
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra,
     )
     return res

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 from _jobs import load_results, run_jobs, save_result  # benchmarks/_jobs.py
-from run_benchmark import split  # the same split as the main benchmark
+from run_benchmark import load_split  # the same split as the main benchmark
 
 RUNS = HERE / "ceiling_runs"
 SEEDS = (0, 1)
@@ -102,22 +101,12 @@ def decode_own_rna(model, mdata) -> np.ndarray:
 
 
 def run_one(seed: int) -> dict:
-    warnings.filterwarnings("ignore")
-    import logging
-
-    logging.getLogger("mixvi").setLevel(logging.WARNING)
-    import scvi
-    import torch
     from sklearn.neighbors import NearestNeighbors
 
     import mixvi
     from mixvi import metrics as M
 
-    torch.set_num_threads(1)
-    scvi.settings.seed = seed
-    md = mixvi.datasets.snareseq_mouse_cortex()
-    tr, te = split(md, seed)
-    mtr, mte = md[tr].copy(), md[te].copy()
+    mtr, mte = load_split(seed)
     mixvi.MultiMixVI.setup_mudata(mtr, batch_key="batch")
     model = mixvi.MultiMixVI(mtr)
     model.train(enable_progress_bar=False)
