@@ -115,5 +115,13 @@ def test_model_assignments_are_the_smoothed_responsibilities():
     np.testing.assert_allclose(default["confidence"], expected.max(1), atol=1e-5)
     model.write_to_adata(counts_adata)
     assert (counts_adata.obs["mixvi_cluster"].astype(str) == default["cluster"].astype(str)).all()
+    calls = []  # a bad value is refused before the inference pass over the cells
+    inference = model.module.inference
+    model.module.inference = lambda *a, **k: calls.append(1) or inference(*a, **k)
     with pytest.raises(ValueError, match="smoothing"):
         model.get_cluster_assignments(smoothing=1.5)
+    with pytest.raises(ValueError, match="n_neighbors"):
+        model.get_cluster_assignments(n_neighbors=2.5)
+    with pytest.raises(ValueError, match="smoothing"):
+        model.write_to_adata(counts_adata.copy(), smoothing=-0.1)
+    assert calls == []

@@ -45,6 +45,11 @@ def _nearest_cells(latent: np.ndarray, k: int) -> np.ndarray:
     return NNDescent(latent, n_neighbors=k, random_state=0).neighbor_graph[0]
 
 
+def _check_smoothing(smoothing: float, n_neighbors: int) -> None:
+    check_real("smoothing", smoothing, 0.0, 1.0, high_open=True)
+    check_int("n_neighbors", n_neighbors)
+
+
 def smooth_over_neighbours(
     probs: np.ndarray, latent: np.ndarray, n_neighbors: int = SMOOTHING_NEIGHBORS,
     smoothing: float = SMOOTHING, min_cells: int | None = None,
@@ -85,8 +90,7 @@ def smooth_over_neighbours(
     """
     import scipy.sparse as sp
 
-    check_real("smoothing", smoothing, 0.0, 1.0, high_open=True)
-    check_int("n_neighbors", n_neighbors)
+    _check_smoothing(smoothing, n_neighbors)
     n = probs.shape[0]
     k = int(min(n_neighbors, n))
     if min_cells is None:
@@ -119,6 +123,7 @@ class ClusterMixin:
     ) -> np.ndarray:
         """Probabilities over all prior components, shape ``(n_cells, K)``, smoothed over
         the cells' neighbours in the latent (:func:`smooth_over_neighbours`)."""
+        _check_smoothing(smoothing, n_neighbors)  # before the inference pass, not after it
         adata = self._validate_anndata(adata)
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         module = self.module
@@ -343,6 +348,7 @@ class ClusterMixin:
             Neighbour smoothing of the cluster probabilities, as in
             :meth:`get_cluster_assignments` (``0``: each cell's responsibilities alone).
         """
+        _check_smoothing(smoothing, SMOOTHING_NEIGHBORS)  # before writing anything
         adata = self._validate_anndata(adata)
         adata.obsm[f"X_{key_added}"] = self.get_latent_representation(adata, batch_size=batch_size)
         probs = self._cluster_probabilities(adata, None, batch_size, smoothing)  # one pass

@@ -25,7 +25,7 @@ from mixvi.data import (
     nonzero_counts,
 )
 from mixvi.model._base import MixModelMixin, _components_text
-from mixvi.model._clusters import SMOOTHING, ClusterMixin
+from mixvi.model._clusters import SMOOTHING, SMOOTHING_NEIGHBORS, ClusterMixin, _check_smoothing
 from mixvi.model._save_load import SafeSaveLoadMixin
 from mixvi.model._training import MixTrainingMixin, default_max_epochs, default_plan
 from mixvi.model._translation import NoPairedCellsError, TranslationMixin
@@ -462,6 +462,7 @@ class MultiMixVI(
         neighbour smoothing of the cluster probabilities, as in
         :meth:`get_cluster_assignments`.
         """
+        _check_smoothing(smoothing, SMOOTHING_NEIGHBORS)  # before any pass over the cells
         mdata = self._validate_anndata(mdata)
         joint = self.get_latent_representation(mdata, batch_size=batch_size)
         all_probs = self._cluster_probabilities(mdata, None, batch_size, smoothing)
