@@ -276,7 +276,7 @@ def test_tree_depth_heights_and_cluster_key(hierarchical):
     ticks = [t.get_text() for t in ax.get_yticklabels()]
     assert any(t == f"{leaves[0]}  n={view.n_obs}" for t in ticks)  # no genes with n_genes=0
     root_x = max(max(line.get_xdata()) for line in ax.get_lines())
-    assert root_x == model.module.prior.n_levels  # balanced tree of 3 leaves: 2 merges deep
+    assert root_x == model.module.prior.depths.max()  # the deepest leaf's merges to the root
 
 
 def test_training_curves_into_given_axes(gmm):

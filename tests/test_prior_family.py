@@ -160,13 +160,15 @@ def test_options_on_kang_shapes_and_finite_losses(kang, kwargs):
     model.write_to_adata(kang)
     prior = model.module.prior
     if isinstance(prior, HierarchicalGaussianMixturePrior):
-        # one column per tree level, at most 2^level clusters each, finest = leaves
+        # one column per tree level, level l with at most l + 1 clusters, finest = leaves
         assert model.cluster_levels == list(range(1, prior.n_levels + 1))
         for level in model.cluster_levels:
             col = kang.obs[f"mixvi_cluster_l{level}"]
-            assert 1 <= col.nunique() <= 2**level
+            assert 1 <= col.nunique() <= level + 1
             level_probs = model.get_cluster_assignments(level=level).filter(like="prob_")
+            assert level_probs.shape[1] == level + 1
             np.testing.assert_allclose(level_probs.to_numpy().sum(1), 1.0, rtol=1e-5)
+        assert prior.n_levels == int(prior.active[: prior.n_leaves].sum()) - 1
         assert model.get_cluster_assignments(level=1).filter(like="prob_").shape[1] == 2
         # internal means are still the average of their children after training
         means = prior.node_means().detach()

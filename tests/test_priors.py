@@ -172,12 +172,35 @@ def test_internal_means_are_children_averages_after_updates():
 def test_hierarchical_levels_partition_probability():
     prior = HierarchicalGaussianMixturePrior(2, 4)
     resp = torch.softmax(torch.randn(6, 7), -1).numpy()
-    for level in (1, 2):
+    assert prior.n_levels == 3  # 4 leaves: 3 merges
+    for level in (1, 2, 3):
         probs, nodes = prior.level_probabilities(resp, level)
-        assert probs.shape == (6, 2**level)
+        assert probs.shape == (6, level + 1)
         np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
-    _, leaves = prior.level_probabilities(resp, 2)
+    _, leaves = prior.level_probabilities(resp, 3)
     np.testing.assert_array_equal(leaves, [0, 1, 2, 3])
+
+
+def test_tree_levels_undo_merges_in_order_on_an_unbalanced_tree():
+    """Level l undoes the last l merges (a Ward cut into l + 1 clusters), not a fixed depth:
+    on the chain ((0, 1), 2), 3 depth 2 would be leaf 2 and node (0, 1) without leaf 3."""
+    prior = HierarchicalGaussianMixturePrior(2, 5)  # leaf 4 switched off
+    prior.set_tree(np.array([[0, 1], [5, 2], [6, 3]]))  # nodes 5 = (0, 1), 6 = (5, 2), 7 = root
+    resp = torch.softmax(torch.randn(4, 9), -1).numpy()
+    resp[:, 4] = resp[:, 8] = 0.0  # nodes outside the tree hold nothing
+    resp /= resp.sum(1, keepdims=True)
+    expected = {  # level -> its clusters (named by their top node, in node order), each as
+        1: [[3], [0, 1, 2, 5, 6]],  # the nodes whose responsibility it collects
+        2: [[2], [3], [0, 1, 5]],
+        3: [[0], [1], [2], [3]],
+    }
+    for level, groups in expected.items():
+        probs, nodes = prior.level_probabilities(resp, level)
+        np.testing.assert_array_equal(nodes, [max(g) for g in groups])
+        want = np.stack([resp[:, g].sum(1) for g in groups], 1)
+        np.testing.assert_allclose(probs, want / want.sum(1, keepdims=True), rtol=1e-5)
+    with pytest.raises(ValueError, match="level must be in 1..3"):
+        prior.level_ancestors(4)
 
 
 def test_initialisation_places_components_on_clusters():

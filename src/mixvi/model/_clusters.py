@@ -148,7 +148,8 @@ class ClusterMixin:
 
     @property
     def cluster_levels(self) -> list[int]:
-        """Tree depths with cluster assignments (hierarchical prior), else ``[]``."""
+        """Tree levels with cluster assignments (hierarchical prior), else ``[]``; level
+        ``l`` holds ``l + 1`` clusters (the tree's last ``l`` merges undone)."""
         prior = self.module.prior
         if isinstance(prior, HierarchicalGaussianMixturePrior):
             return list(range(1, prior.n_levels + 1))
@@ -185,7 +186,8 @@ class ClusterMixin:
         batch_size
             Minibatch size for inference.
         level
-            Tree depth for ``prior="hierarchical"`` (``1`` = the root's two children,
+            Tree level for ``prior="hierarchical"``: level ``l`` has ``l + 1`` clusters,
+            the tree's last ``l`` merges undone (``1`` = the root's two children,
             :attr:`cluster_levels` lists them); ``None`` gives the finest level.
         smoothing
             Weight of the neighbourhood against the cell's own responsibilities, in
@@ -333,7 +335,8 @@ class ClusterMixin:
         * ``.obs["<key>_cluster"]`` -- categorical cluster (finest level);
         * ``.obs["<key>_cluster_confidence"]`` -- its probability;
         * ``.obsm["<key>_cluster_probs"]`` -- DataFrame of component probabilities;
-        * ``.obs["<key>_cluster_l<level>"]`` -- hierarchical prior, one per tree level;
+        * ``.obs["<key>_cluster_l<level>"]`` -- hierarchical prior, one per tree level
+          (level ``l``: ``l + 1`` clusters);
         * ``.obs["<key>_prediction"]`` -- label prior only, predicted label.
 
         Parameters

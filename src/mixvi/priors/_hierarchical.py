@@ -131,8 +131,9 @@ class HierarchicalGaussianMixturePrior(MixturePrior):
 
     @property
     def n_levels(self) -> int:
-        """Depth of the deepest leaf: levels ``1..n_levels`` have cluster assignments."""
-        return int(self.depths.max())
+        """Number of merges in the tree (active leaves - 1): levels ``1..n_levels`` have
+        cluster assignments, level ``l`` with ``l + 1`` clusters."""
+        return int((self.tree_children[:, 0] >= 0).sum())
 
     @property
     def depths(self) -> np.ndarray:
@@ -156,44 +157,53 @@ class HierarchicalGaussianMixturePrior(MixturePrior):
                 parent[a] = parent[b] = L + j
         return parent
 
-    def ancestor_at_depth(self, depth: int) -> np.ndarray:
-        """For every node, its ancestor at ``depth`` (itself if shallower), shape ``(2L-1,)``."""
+    def level_ancestors(self, level: int) -> np.ndarray:
+        """Every node's cluster at one level of the tree, shape ``(2L - 1,)``.
+
+        Level ``l`` undoes the tree's last ``l`` merges (as a cut of a Ward dendrogram into
+        ``l + 1`` clusters does): the roots of the forest left are the level's clusters.
+        Merges are in the order they were made (the rows of ``tree_children``), so each
+        level splits the loosest remaining cluster -- unlike a fixed depth, which on an
+        unbalanced tree holds clusters of very different sizes. Nodes of the undone merges
+        and nodes outside the tree get ``-1``.
+        """
+        n_merges = self.n_levels
+        if not 1 <= level <= n_merges:
+            raise ValueError(f"level must be in 1..{n_merges}, got {level}.")
+        L = self.n_leaves
         parent = self.parents()
-        depths = self.depths
-        out = np.arange(2 * self.n_leaves - 1)
-        for i in range(len(out)):
-            while depths[out[i]] > depth:
+        kept_merges = n_merges - level  # the first merges stay
+        parent[parent >= L + kept_merges] = -1  # children of undone merges are the clusters
+        out = np.where(self.depths >= 0, np.arange(2 * L - 1), -1)
+        out[L + kept_merges:] = -1
+        for i in np.where(out >= 0)[0]:
+            while parent[out[i]] >= 0:
                 out[i] = parent[out[i]]
         return out
 
-    def level_probabilities(self, resp: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
-        """Cluster probabilities at one tree depth.
+    def level_probabilities(self, resp: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray]:
+        """Cluster probabilities at one tree level (see :meth:`level_ancestors`).
 
-        The responsibility of every node at or below ``depth`` is added to its
-        ancestor at that depth (a leaf shallower than ``depth`` stands for itself);
-        internal nodes above ``depth`` (closer to the root) are left out and the rest
+        The responsibility of every node is added to its cluster at that level; the
+        internal nodes of the undone merges (closer to the root) are left out and the rest
         renormalised.
 
         Parameters
         ----------
         resp
             Responsibilities over all nodes, shape ``(n_cells, 2L - 1)``.
-        depth
-            Tree depth, ``1`` = the root's children.
+        level
+            Tree level, ``1`` = the root's two children, ``n_levels`` = the leaves.
 
         Returns
         -------
-        ``(probs (n_cells, n_level_nodes), node ids (n_level_nodes,))``.
+        ``(probs (n_cells, level + 1), node ids (level + 1,))``.
         """
-        anc = self.ancestor_at_depth(depth)
-        depths = self.depths
-        in_tree = depths >= 0
-        is_leaf = np.arange(len(depths)) < self.n_leaves
-        keep = in_tree & ((depths >= depth) | is_leaf)
-        nodes = np.unique(anc[keep])
+        anc = self.level_ancestors(level)
+        nodes = np.unique(anc[anc >= 0])
         probs = np.zeros((resp.shape[0], len(nodes)), dtype=resp.dtype)
         for j, node in enumerate(nodes):
-            probs[:, j] = resp[:, keep & (anc == node)].sum(1)
+            probs[:, j] = resp[:, anc == node].sum(1)
         probs /= np.clip(probs.sum(1, keepdims=True), 1e-12, None)
         return probs, nodes
 
