@@ -19,6 +19,8 @@ Methods, each with 3 seeds:
 * ``mixvi_no_refits`` / ``mixvi_prior_lr_1`` / ``mixvi_prior_lr_100`` / ``mixvi_refit_often``
   (``--options``, Kang): the mixture fitted only once (no EM refits), the prior's learning-rate
   factor at 1 or 100 instead of 10, EM refits every 10 epochs instead of every 40;
+* ``mixvi_resolution_0.5`` / ``mixvi_resolution_2`` (``--options``, Kang and SNARE RNA): the
+  Leiden resolution that chooses K (default 1);
 * ``mixvi_tree``: ``prior="hierarchical"`` (SNARE RNA): each tree level against the fine and
   the coarse labels, beside a Ward tree of Leiden clusters cut to the same sizes;
 * ``scvi``: scvi-tools' SCVI at its defaults + Leiden at scanpy's defaults;
@@ -69,9 +71,13 @@ MIXVI_VARIANTS = {
     "mixvi_prior_lr_1": ({}, {"prior_lr_factor": 1.0}),
     "mixvi_prior_lr_100": ({}, {"prior_lr_factor": 100.0}),
     "mixvi_refit_often": ({}, {"refit_every": 10}),
+    # the one knob of n_components="auto" (``--options``, Kang and SNARE-seq RNA)
+    "mixvi_resolution_0.5": ({"resolution": 0.5}, {}),
+    "mixvi_resolution_2": ({"resolution": 2.0}, {}),
 }
 OPTION_JOBS = [("kang", m) for m in ("mixvi_no_refits", "mixvi_prior_lr_1", "mixvi_prior_lr_100",
-                                     "mixvi_refit_often")]
+                                     "mixvi_refit_often")] + [
+    (d, m) for d in ("kang", "snare_rna") for m in ("mixvi_resolution_0.5", "mixvi_resolution_2")]
 SNARE_EPOCHS = 100
 
 
@@ -315,7 +321,7 @@ def main() -> None:
     p.add_argument("--parallel", type=int, default=2)
     p.add_argument("--only", default=None, help="comma-separated datasets to run")
     p.add_argument("--options", action="store_true",
-                   help="the mixture-fitting variants on Kang (OPTION_JOBS) instead")
+                   help="the mixture-fitting variants and resolutions (OPTION_JOBS) instead")
     a = p.parse_args()
     if a.one:
         dataset, method, seed = a.one
