@@ -198,6 +198,43 @@ def test_cluster_calibration_against_hand_counts():
     assert out["bins"]["n_cells"].tolist() == [6, 4]
 
 
+def test_batch_mutual_information_pools_memory_with_the_minibatch():
+    """With ``memory`` = the batch-by-component mass of earlier cells, the estimate is the
+    plug-in I of all those cells together (computed here on the concatenation)."""
+    from mixvi.module import PriorLayer
+
+    g = torch.Generator().manual_seed(1)
+    old, new = (torch.softmax(torch.randn(n, 5, generator=g), 1) for n in (70, 40))
+    b_old, b_new = (torch.randint(0, 4, (n, 1), generator=g) for n in (70, 40))
+    memory = torch.nn.functional.one_hot(b_old.view(-1), 4).float().t() @ old
+    pooled = PriorLayer.batch_mutual_information(new, b_new, 4, memory)
+    together = PriorLayer.batch_mutual_information(torch.cat([old, new]), torch.cat([b_old, b_new]), 4)
+    torch.testing.assert_close(pooled, together, atol=1e-6, rtol=1e-5)
+
+
+def test_batch_balance_penalty_estimate_is_not_the_minibatch_noise():
+    """12 batches, 13 components, assignments independent of the batch (the data's I is ~0):
+    a minibatch of 128 alone estimates I far too high (the noise of ~10 cells per batch), and
+    a penalty on that rewards merging components (what collapsed SNARE-seq's mixture to 3
+    components at weight 10). The module's estimate, pooled with recent minibatches, must
+    come within 0.02 nats of the data's I after a few dozen training steps."""
+    from mixvi.module import MixVAE, PriorLayer
+
+    module = MixVAE(n_input=10, n_batch=12, n_components=13, batch_balance_weight=1.0)
+    module.train()
+    g = torch.Generator().manual_seed(0)
+    resp = torch.softmax(3 * torch.randn(20_000, 13, generator=g), 1)  # confident assignments
+    batch = torch.randint(0, 12, (20_000, 1), generator=g)
+    data_mi = float(PriorLayer.batch_mutual_information(resp, batch, 12))
+    alone = float(PriorLayer.batch_mutual_information(resp[:128], batch[:128], 12))
+    for step in range(100):
+        rows = slice(128 * step, 128 * (step + 1))
+        penalty, mi = module._batch_balance_penalty(resp[rows], batch[rows])
+    assert data_mi < 0.01 and alone > 0.2, (data_mi, alone)
+    assert abs(float(mi) - data_mi) < 0.02, (float(mi), data_mi)
+    torch.testing.assert_close(penalty, mi)  # the penalty has the estimate's value
+
+
 def test_batch_balanced_graph_does_not_count_batches_as_clusters():
     """Two cell types in two batches, the batch shifting every cell a little: the plain kNN
     graph splits each type by batch, the batch-balanced one keeps types together."""
@@ -249,14 +286,15 @@ def test_integrated_responsibilities_are_calibrated_and_bins_monotone():
 
 
 def test_batch_balance_penalty_lowers_cluster_batch_dependence():
-    """Two types, each 85 % in its own batch: the clusters follow the types, so they depend
-    on the batch (NMI ~0.4). The penalty on I(c; batch) must lower that dependence. Measured
-    here: EM refits (on by default) re-place the mixture on the latent and undo most of the
-    penalty's effect, so the penalty acts with refits off; at weight 20 it then merges the
-    two confounded types (I = 0), at weight 2 it changes nothing -- a blunt instrument
-    (see the batch-balance guide; the default batch balance comes from the batch-balanced
-    kNN graph that places the components)."""
-    from sklearn.metrics import normalized_mutual_info_score
+    """Two types, each 85 % in its own batch: the cluster probabilities follow the types, so
+    they depend on the batch (I(c; batch) ~0.24 nats on all cells). The penalty on I must
+    lower that dependence. Measured here: EM refits (on by default) re-place the mixture on the
+    latent and undo the penalty's effect, so it acts with refits off; at weight 20 it then pulls
+    the two components together until the probabilities hardly tell the confounded types apart
+    (I ~0.02, confidence ~0.65; the most probable component still follows the type) -- see the
+    batch-balance guide; the default batch balance comes from the batch-balanced kNN graph that
+    places the components."""
+    from mixvi.module import PriorLayer
 
     def fit(weight):
         scvi.settings.seed = 0
@@ -269,9 +307,10 @@ def test_batch_balance_penalty_lowers_cluster_batch_dependence():
                             batch_balance_weight=weight)
         model.train(max_epochs=30, plan_kwargs={"refit_every": 0, "final_refit": False},
                     **FAST_TRAIN)
-        clusters = model.get_cluster_assignments()["cluster"]
-        return normalized_mutual_info_score(adata.obs["batch"], clusters)
+        probs = model.get_cluster_assignments(smoothing=0).filter(like="prob_").to_numpy()
+        batch = torch.as_tensor(adata.obs["batch"].cat.codes.to_numpy()).view(-1, 1)
+        return float(PriorLayer.batch_mutual_information(torch.as_tensor(probs), batch, 2))
 
     free, balanced = fit(0.0), fit(20.0)
-    assert free > 0.25  # the clusters are the types, which follow the batches
-    assert balanced < free - 0.1, (free, balanced)
+    assert free > 0.15  # the clusters are the types, which follow the batches
+    assert balanced < free / 3, (free, balanced)

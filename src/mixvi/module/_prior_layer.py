@@ -321,14 +321,22 @@ class PriorLayer(nn.Module):
 
     @staticmethod
     def batch_mutual_information(
-        resp: torch.Tensor, batch_index: torch.Tensor, n_batch: int
+        resp: torch.Tensor, batch_index: torch.Tensor, n_batch: int,
+        memory: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Plug-in estimate of the mutual information ``I(c; s)`` in one minibatch (nats).
+        """Plug-in estimate of the mutual information ``I(c; s)`` (nats).
 
-        ``p(c|s)`` is the mean responsibility of the cells of batch ``s``, ``p(c)`` the
-        mean over the minibatch, ``p(s)`` the batch fractions:
+        From the batch-by-component mass ``M[s, c]`` -- the responsibilities summed over the
+        minibatch's cells of each batch, plus ``memory`` (earlier minibatches' mass, a
+        constant): ``p(s, c) = M / sum M`` and
         ``I = sum_s p(s) sum_c p(c|s) log(p(c|s) / p(c))``. It is 0 when every component
-        has the same batch composition as the minibatch, and at most ``log n_batch``.
+        has the same batch composition as the data, and at most ``log n_batch``.
+
+        A minibatch alone is a poor sample of ``p(c|s)`` when batches are many: with 12
+        batches of ~10 cells each in a minibatch of 128 its plug-in estimate is biased far
+        above the data's ``I`` (0.41 vs 0.009 nats on SNARE-seq), and a penalty on it
+        rewards merging components (the bias grows with the number of components in use).
+        ``memory`` pools the minibatch with the mass of earlier ones.
 
         Parameters
         ----------
@@ -338,15 +346,20 @@ class PriorLayer(nn.Module):
             Batch codes, shape ``(n_cells, 1)``.
         n_batch
             Number of batches.
+        memory
+            Batch-by-component mass of earlier cells, shape ``(n_batch, K)``; ``None``: the
+            minibatch alone.
         """
         onehot = nn.functional.one_hot(batch_index.view(-1).long(), n_batch).to(resp.dtype)
-        counts = onehot.sum(0)  # (S,)
-        p_s = counts / counts.sum()
-        p_cs = (onehot.t() @ resp) / counts.clamp(min=1.0).unsqueeze(1)  # (S, K)
-        p_c = resp.mean(0, keepdim=True)
+        mass = onehot.t() @ resp  # (S, K)
+        if memory is not None:
+            mass = mass + memory.to(mass.dtype)
+        joint = mass / mass.sum().clamp(min=1e-12)
+        p_s = joint.sum(1, keepdim=True)
+        p_c = joint.sum(0, keepdim=True)
         eps = 1e-8
-        terms = p_cs * (torch.log(p_cs + eps) - torch.log(p_c + eps))
-        return (p_s.unsqueeze(1) * terms).sum()
+        # sum_s,c p(s,c) log(p(s,c) / (p(s) p(c))) = sum_s p(s) sum_c p(c|s) log(p(c|s) / p(c))
+        return (joint * (torch.log(joint + eps) - torch.log(p_s * p_c + eps))).sum()
 
 
 __all__ = [
