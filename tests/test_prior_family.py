@@ -138,15 +138,20 @@ def test_label_prior_writes_predictions(kang_label_model):
         {"prior": "gmm", "posterior": "mixture"},
         {"prior": "hierarchical", "posterior": "mixture"},
         {"prior": "gmm", "kl_estimator": "analytic", "n_kl_samples": 4},
+        {"prior": "hierarchical", "posterior": "mixture", "batch_balance_weight": 5.0},
     ],
-    ids=["tree", "gmm-mixture-post", "tree-mixture-post", "gmm-analytic"],
+    ids=["tree", "gmm-mixture-post", "tree-mixture-post", "gmm-analytic", "tree-mixture-balanced"],
 )
 def test_options_on_kang_shapes_and_finite_losses(kang, kwargs):
     scvi.settings.seed = 0
     mixvi.MixVI.setup_anndata(kang, layer="counts", batch_key="batch")
     model = mixvi.MixVI(kang, n_latent=8, n_hidden=64, n_components=6, **kwargs)
     model.train(max_epochs=6, prior_init_epoch=2, **FAST_TRAIN)
-    for key in ("elbo_train", "reconstruction_loss_train", "kl_local_train", "mixture_entropy_train"):
+    keys = ["elbo_train", "reconstruction_loss_train", "kl_local_train", "mixture_entropy_train"]
+    if kwargs.get("batch_balance_weight"):  # logged from the mixture's fit on (epoch 2 of 6)
+        mi = history(model, "batch_mi_train")
+        assert len(mi) >= 4 and np.isfinite(mi).all() and 0 <= mi.min() <= mi.max() < np.log(2)
+    for key in keys:
         values = history(model, key)
         assert len(values) == 6 and np.isfinite(values).all(), key
     K = model.module.prior.n_components
