@@ -206,13 +206,16 @@ def test_every_train_call_trains_in_training_mode(saved, tmp_path):
 
 
 # ------------------------------------------------------------------------------ resume
-def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path):
-    """Stop after 2 of 4 epochs, resume from last.ckpt in a new model: bit-identical result."""
+@pytest.mark.parametrize("balance", [0.0, 2.0], ids=["plain", "batch-balance"])
+def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, balance):
+    """Stop after 2 of 4 epochs, resume from last.ckpt in a new model: bit-identical result
+    (with the batch-balance penalty, its memory of recent minibatches travels in the
+    checkpoint too)."""
     kw = {"prior_init_epoch": 1, "n_epochs_kl_warmup": 4, **FAST_TRAIN, "batch_size": 64}
 
     def fresh():
         scvi.settings.seed = 0
-        return _setup_model(_tiny())
+        return _setup_model(_tiny(), batch_balance_weight=balance)
 
     full = fresh()
     full.train(max_epochs=4, callbacks=[ResumeCheckpoint(tmp_path / "full")], **kw)
@@ -228,6 +231,7 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path):
     assert resumed.trainer.global_step == full.trainer.global_step
     assert resumed.module.prior_layer.initialized
     _assert_same_state(_state(full), _state(resumed))
+    assert torch.equal(resumed.module.batch_component_mass, full.module.batch_component_mass)
     np.testing.assert_array_equal(
         history(resumed, "elbo_train"), history(full, "elbo_train")[2:]
     )

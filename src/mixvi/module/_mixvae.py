@@ -103,7 +103,8 @@ class MixVAE(VAE):
         self.batch_balance_weight = float(batch_balance_weight)
         # batch-by-component responsibility mass of recent minibatches, decayed by
         # BATCH_MI_DECAY a step: the batch-balance penalty's estimate of p(c | batch) pools
-        # them with the minibatch (not saved: rebuilt within ~50 steps of training)
+        # them with the minibatch (not in the saved model, whose batches a query may change;
+        # resume checkpoints carry it: MixTrainingPlan.on_save_checkpoint)
         self.register_buffer(
             "batch_component_mass",
             torch.zeros(max(self.n_batch, 1), self.prior_layer.n_components), persistent=False,

@@ -317,14 +317,23 @@ class MixTrainingPlan(MixtureFitMixin, TrainingPlan):
 
     # -- checkpoints -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Store the random-number generators, so a resumed training repeats the original."""
+        """Store the random-number generators and the batch-balance penalty's memory (a
+        buffer kept out of the saved model), so a resumed training repeats the original."""
         checkpoint["mixvi_rng_state"] = _rng_state()
+        memory = getattr(self.module, "batch_component_mass", None)
+        if memory is not None:
+            checkpoint["mixvi_batch_component_mass"] = memory.detach().cpu().clone()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Restore the random generators saved with the checkpoint."""
+        """Restore what :meth:`on_save_checkpoint` stored."""
         state = checkpoint.get("mixvi_rng_state")
         if state is not None:
             _set_rng_state(state)
+        saved = checkpoint.get("mixvi_batch_component_mass")
+        memory = getattr(self.module, "batch_component_mass", None)
+        if saved is not None and memory is not None and memory.shape == saved.shape:
+            with torch.no_grad():
+                memory.copy_(saved.to(memory.device))
 
 
 __all__ = ["MixTrainingPlan"]
