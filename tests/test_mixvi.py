@@ -118,7 +118,18 @@ def test_hierarchical_writes_one_column_per_level(counts_adata):
     assert levels and levels[0] == 1
     for level in levels:
         col = counts_adata.obs[f"mixvi_cluster_l{level}"]
-        assert col.nunique() <= 2**level
+        assert col.nunique() <= level + 1
+    # a chosen subset of levels: only those columns; a level the tree lacks is refused before
+    # anything is written
+    chosen = counts_adata.copy()
+    chosen.obs = chosen.obs[["batch", "cell_type"]].copy()
+    model.write_to_adata(chosen, levels=[1], key_added="pick")
+    assert [c for c in chosen.obs if c.startswith("pick_cluster_l")] == ["pick_cluster_l1"]
+    np.testing.assert_array_equal(chosen.obs["pick_cluster_l1"].astype(str),
+                                  counts_adata.obs["mixvi_cluster_l1"].astype(str))
+    with pytest.raises(ValueError, match=f"levels=\\[{levels[-1] + 1}\\] cannot be written: this tree has levels 1..{levels[-1]}"):
+        model.write_to_adata(chosen, levels=[levels[-1] + 1], key_added="bad")
+    assert "X_bad" not in chosen.obsm
     probs_l1 = model.get_cluster_assignments(level=1).filter(like="prob_")
     assert probs_l1.shape[1] == 2
     # internal node means stay the average of their children after training

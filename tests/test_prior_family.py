@@ -181,6 +181,10 @@ def test_options_on_kang_shapes_and_finite_losses(kang, kwargs):
             torch.testing.assert_close(means[prior.n_leaves + j], 0.5 * (means[a] + means[b]))
     else:
         assert "mixvi_cluster_l1" not in kang.obs
+        with pytest.raises(ValueError, match="only prior='hierarchical' has tree levels"):
+            model.write_to_adata(kang, levels=[1])
+        with pytest.raises(ValueError, match="level= is only available with prior='hierarchical'"):
+            model.get_cluster_assignments(level=1)
 
 
 def test_hierarchical_label_prior_on_kang(kang):

@@ -320,12 +320,26 @@ class ClusterMixin:
             return pd.DataFrame(probs, index=idx.copy(), columns=labels)
         return np.asarray(labels, dtype=object)[probs.argmax(1)]
 
+    def _levels_to_write(self, levels: Sequence[int] | None) -> list[int]:
+        """``levels`` of :meth:`write_to_adata` checked against :attr:`cluster_levels`."""
+        available = self.cluster_levels
+        if levels is None:
+            return available
+        levels = [int(level) for level in levels]
+        wrong = [level for level in levels if level not in available]
+        if wrong:
+            where = (f"this tree has levels 1..{available[-1]}" if available
+                     else "only prior='hierarchical' has tree levels")
+            raise ValueError(f"levels={wrong} cannot be written: {where}.")
+        return levels
+
     def write_to_adata(
         self,
         adata: AnnData | None = None,
         key_added: str = "mixvi",
         batch_size: int | None = None,
         smoothing: float = SMOOTHING,
+        levels: Sequence[int] | None = None,
     ) -> None:
         """Write the embedding and the mixture clusters into ``adata`` (in place).
 
@@ -350,8 +364,13 @@ class ClusterMixin:
         smoothing
             Neighbour smoothing of the cluster probabilities, as in
             :meth:`get_cluster_assignments` (``0``: each cell's responsibilities alone).
+        levels
+            Tree levels written as ``.obs["<key>_cluster_l<level>"]`` (hierarchical prior;
+            a tree has one level per merge): ``None`` writes every level in
+            :attr:`cluster_levels`, ``[]`` none.
         """
         _check_smoothing(smoothing, SMOOTHING_NEIGHBORS)  # before writing anything
+        levels = self._levels_to_write(levels)
         adata = self._validate_anndata(adata)
         adata.obsm[f"X_{key_added}"] = self.get_latent_representation(adata, batch_size=batch_size)
         probs = self._cluster_probabilities(adata, None, batch_size, smoothing)  # one pass
@@ -359,7 +378,7 @@ class ClusterMixin:
         adata.obs[f"{key_added}_cluster"] = clusters["cluster"].values
         adata.obs[f"{key_added}_cluster_confidence"] = clusters["confidence"].to_numpy()
         adata.obsm[f"{key_added}_cluster_probs"] = clusters.drop(columns=["cluster", "confidence"])
-        for level in self.cluster_levels:
+        for level in levels:
             at = self._assignments(probs, adata, None, level)
             adata.obs[f"{key_added}_cluster_l{level}"] = at["cluster"].values
         if getattr(self, "label_categories_", None):
