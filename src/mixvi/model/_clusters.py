@@ -123,6 +123,16 @@ class ClusterMixin:
     ) -> np.ndarray:
         """Probabilities over all prior components, shape ``(n_cells, K)``, smoothed over
         the cells' neighbours in the latent (:func:`smooth_over_neighbours`)."""
+        return self._probabilities_and_latent(adata, indices, batch_size, smoothing,
+                                              n_neighbors)[0]
+
+    def _probabilities_and_latent(
+        self, adata: AnnData | None, indices: Sequence[int] | None, batch_size: int | None,
+        smoothing: float = SMOOTHING, n_neighbors: int = SMOOTHING_NEIGHBORS,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_cluster_probabilities` and the posterior means it smooths over -- the
+        embedding ``get_latent_representation`` gives -- from one inference pass,
+        ``((n_cells, K), (n_cells, n_latent))``."""
         _check_smoothing(smoothing, n_neighbors)  # before the inference pass, not after it
         adata = self._validate_anndata(adata)
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
@@ -136,8 +146,8 @@ class ClusterMixin:
                 probs.append(module.cluster_probabilities(out).cpu().numpy())
                 means.append(out[QZ_KEY].loc.cpu().numpy())
         module.train(was_training)
-        return smooth_over_neighbours(np.concatenate(probs), np.concatenate(means), n_neighbors,
-                                      smoothing)
+        latent = np.concatenate(means)
+        return smooth_over_neighbours(np.concatenate(probs), latent, n_neighbors, smoothing), latent
 
     def component_names(self) -> list[str]:
         """Name of every prior component: its label (label prior) or its index."""
@@ -369,11 +379,10 @@ class ClusterMixin:
             a tree has one level per merge): ``None`` writes every level in
             :attr:`cluster_levels`, ``[]`` none.
         """
-        _check_smoothing(smoothing, SMOOTHING_NEIGHBORS)  # before writing anything
-        levels = self._levels_to_write(levels)
+        levels = self._levels_to_write(levels)  # checked, as the smoothing, before any write
         adata = self._validate_anndata(adata)
-        adata.obsm[f"X_{key_added}"] = self.get_latent_representation(adata, batch_size=batch_size)
-        probs = self._cluster_probabilities(adata, None, batch_size, smoothing)  # one pass
+        probs, latent = self._probabilities_and_latent(adata, None, batch_size, smoothing)
+        adata.obsm[f"X_{key_added}"] = latent
         clusters = self._assignments(probs, adata, None, None)
         adata.obs[f"{key_added}_cluster"] = clusters["cluster"].values
         adata.obs[f"{key_added}_cluster_confidence"] = clusters["confidence"].to_numpy()

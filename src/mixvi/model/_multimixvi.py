@@ -25,7 +25,7 @@ from mixvi.data import (
     nonzero_counts,
 )
 from mixvi.model._base import MixModelMixin, _components_text
-from mixvi.model._clusters import SMOOTHING, SMOOTHING_NEIGHBORS, ClusterMixin, _check_smoothing
+from mixvi.model._clusters import SMOOTHING, ClusterMixin
 from mixvi.model._save_load import SafeSaveLoadMixin
 from mixvi.model._training import MixTrainingMixin, default_max_epochs, default_plan
 from mixvi.model._translation import NoPairedCellsError, TranslationMixin
@@ -462,10 +462,10 @@ class MultiMixVI(
         neighbour smoothing of the cluster probabilities, as in
         :meth:`get_cluster_assignments`.
         """
-        _check_smoothing(smoothing, SMOOTHING_NEIGHBORS)  # before any pass over the cells
         mdata = self._validate_anndata(mdata)
-        joint = self.get_latent_representation(mdata, batch_size=batch_size)
-        all_probs = self._cluster_probabilities(mdata, None, batch_size, smoothing)
+        # the joint embedding comes with the probabilities: one pass (the smoothing is checked
+        # before it)
+        all_probs, joint = self._probabilities_and_latent(mdata, None, batch_size, smoothing)
         clusters = self._assignments(all_probs, mdata, None, None)
         probs = clusters.drop(columns=["cluster", "confidence"]).to_numpy()
         mdata.obsm[f"X_{key_added}"] = joint
