@@ -22,7 +22,12 @@ from mixvi.module._keys import (
 )
 from mixvi.module._likelihood import count_log_likelihood
 from mixvi.module._marginal import importance_sampled_log_likelihood
-from mixvi.module._prior_layer import PosteriorName, PriorLayer
+from mixvi.module._prior_layer import (
+    PosteriorName,
+    PriorLayer,
+    batch_component_mass,
+    mutual_information_of_mass,
+)
 from mixvi.priors import LatentPrior, PriorName
 
 #: Per-step decay of the batch-balance penalty's memory of responsibility mass: it holds about
@@ -287,13 +292,13 @@ class MixVAE(VAE):
         In training, the minibatch's mass then joins the memory.
         """
         memory = self.batch_component_mass
-        mi = self.prior_layer.batch_mutual_information(resp, batch_index, self.n_batch, memory)
+        mass = batch_component_mass(resp, batch_index, self.n_batch)
+        mi = mutual_information_of_mass(mass + memory)
         scale = (memory.sum() + resp.shape[0]) / resp.shape[0]
         penalty = mi.detach() + scale * (mi - mi.detach())
         if self.training:
             with torch.no_grad():
-                onehot = nn.functional.one_hot(batch_index.view(-1).long(), self.n_batch)
-                memory.mul_(BATCH_MI_DECAY).add_(onehot.to(resp.dtype).t() @ resp.detach())
+                memory.mul_(BATCH_MI_DECAY).add_(mass.detach())
         return penalty, mi.detach()
 
     def _soft_assignments(self, inference_outputs: dict) -> torch.Tensor:

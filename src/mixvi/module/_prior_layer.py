@@ -350,23 +350,36 @@ class PriorLayer(nn.Module):
             Batch-by-component mass of earlier cells, shape ``(n_batch, K)``; ``None``: the
             minibatch alone.
         """
-        onehot = nn.functional.one_hot(batch_index.view(-1).long(), n_batch).to(resp.dtype)
-        mass = onehot.t() @ resp  # (S, K)
+        mass = batch_component_mass(resp, batch_index, n_batch)
         if memory is not None:
             mass = mass + memory.to(mass.dtype)
-        joint = mass / mass.sum().clamp(min=1e-12)
-        p_s = joint.sum(1, keepdim=True)
-        p_c = joint.sum(0, keepdim=True)
-        eps = 1e-8
-        # sum_s,c p(s,c) log(p(s,c) / (p(s) p(c))) = sum_s p(s) sum_c p(c|s) log(p(c|s) / p(c))
-        return (joint * (torch.log(joint + eps) - torch.log(p_s * p_c + eps))).sum()
+        return mutual_information_of_mass(mass)
+
+
+def batch_component_mass(resp: torch.Tensor, batch_index: torch.Tensor, n_batch: int) -> torch.Tensor:
+    """Responsibilities summed over the cells of each batch, shape ``(n_batch, K)``."""
+    onehot = nn.functional.one_hot(batch_index.view(-1).long(), n_batch).to(resp.dtype)
+    return onehot.t() @ resp
+
+
+def mutual_information_of_mass(mass: torch.Tensor) -> torch.Tensor:
+    """``I(s; c)`` (nats) of the joint distribution ``mass / sum(mass)``, ``mass`` of shape
+    ``(n_batch, K)`` (see :meth:`PriorLayer.batch_mutual_information`)."""
+    joint = mass / mass.sum().clamp(min=1e-12)
+    p_s = joint.sum(1, keepdim=True)
+    p_c = joint.sum(0, keepdim=True)
+    eps = 1e-8
+    # sum_s,c p(s,c) log(p(s,c) / (p(s) p(c))) = sum_s p(s) sum_c p(c|s) log(p(c|s) / p(c))
+    return (joint * (torch.log(joint + eps) - torch.log(p_s * p_c + eps))).sum()
 
 
 __all__ = [
     "POSTERIORS",
     "PosteriorName",
     "PriorLayer",
+    "batch_component_mass",
     "known_components",
     "log_mean_exp",
     "mixture_moments",
+    "mutual_information_of_mass",
 ]
