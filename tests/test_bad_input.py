@@ -332,6 +332,12 @@ CASES = [
         id="MultiMixVI-negative-alignment-weight",
     ),
     pytest.param(
+        lambda: (setup_mu(m := mudata()), mixvi.MultiMixVI(m, batch_balance_weight=-2.0)),
+        ValueError,
+        r"batch_balance_weight must be a number in \[0, inf\), got -2\.0",
+        id="MultiMixVI-negative-batch-balance-weight",
+    ),
+    pytest.param(
         lambda: (setup_mu(m := mudata()), mixvi.MultiMixVI(m, atac_likelihood="gaussian")),
         ValueError,
         r"atac_likelihood must be one of \('bernoulli', 'poisson'\)",

@@ -250,8 +250,9 @@ def test_early_stopping_and_resolution_options_reach_training():
     from mixvi.cli._fit import _train_kwargs
 
     parser = build_parser()
-    off = parser.parse_args(["fit-multi", "x.h5mu", "--out", "o.h5mu", "--no-early-stopping", "--resolution", "2"])
-    assert off.early_stopping is False and off.resolution == 2.0
+    off = parser.parse_args(["fit-multi", "x.h5mu", "--out", "o.h5mu", "--no-early-stopping", "--resolution", "2",
+                             "--batch-balance-weight", "3"])
+    assert off.early_stopping is False and off.resolution == 2.0 and off.batch_balance_weight == 3.0
     assert _train_kwargs(None, off.early_stopping, None, None)["early_stopping"] is False
     default = parser.parse_args(["fit", "x.h5ad", "--out", "o.h5ad"])
     assert default.early_stopping is None and default.resolution is None

@@ -163,22 +163,22 @@ def test_training_chooses_k_refits_and_reports_it():
 
 
 def test_batch_mutual_information_matches_the_closed_form():
-    from mixvi.module import PriorLayer
+    from mixvi.module import batch_mutual_information
 
     # batch 0: all cells on component 0; batch 1: all on component 1 -> I = H(s) = log 2
     resp = torch.tensor([[1.0, 0], [1.0, 0], [0, 1.0], [0, 1.0]])
     batch = torch.tensor([[0], [0], [1], [1]])
-    mi = PriorLayer.batch_mutual_information(resp, batch, 2)
+    mi = batch_mutual_information(resp, batch, 2)
     torch.testing.assert_close(mi, torch.tensor(np.log(2), dtype=torch.float32), atol=1e-5, rtol=0)
     # components independent of batch -> 0; a general case against the definition
-    assert float(PriorLayer.batch_mutual_information(torch.full((4, 2), 0.5), batch, 2)) < 1e-6
+    assert float(batch_mutual_information(torch.full((4, 2), 0.5), batch, 2)) < 1e-6
     g = torch.Generator().manual_seed(0)
     resp = torch.softmax(torch.randn(30, 4, generator=g), 1).requires_grad_()
     batch = torch.randint(0, 3, (30, 1), generator=g)
     joint = torch.stack([resp[batch[:, 0] == s].sum(0) for s in range(3)]) / 30  # p(s, c)
     p_s, p_c = joint.sum(1, keepdim=True), joint.sum(0, keepdim=True)
     expected = (joint * torch.log(joint / (p_s * p_c))).sum()
-    mi = PriorLayer.batch_mutual_information(resp, batch, 3)
+    mi = batch_mutual_information(resp, batch, 3)
     torch.testing.assert_close(mi, expected, atol=1e-6, rtol=1e-5)
     mi.backward()
     assert resp.grad.abs().sum() > 0  # the penalty reaches the responsibilities
@@ -201,14 +201,14 @@ def test_cluster_calibration_against_hand_counts():
 def test_batch_mutual_information_pools_memory_with_the_minibatch():
     """With ``memory`` = the batch-by-component mass of earlier cells, the estimate is the
     plug-in I of all those cells together (computed here on the concatenation)."""
-    from mixvi.module import PriorLayer
+    from mixvi.module import batch_mutual_information
 
     g = torch.Generator().manual_seed(1)
     old, new = (torch.softmax(torch.randn(n, 5, generator=g), 1) for n in (70, 40))
     b_old, b_new = (torch.randint(0, 4, (n, 1), generator=g) for n in (70, 40))
     memory = torch.nn.functional.one_hot(b_old.view(-1), 4).float().t() @ old
-    pooled = PriorLayer.batch_mutual_information(new, b_new, 4, memory)
-    together = PriorLayer.batch_mutual_information(torch.cat([old, new]), torch.cat([b_old, b_new]), 4)
+    pooled = batch_mutual_information(new, b_new, 4, memory)
+    together = batch_mutual_information(torch.cat([old, new]), torch.cat([b_old, b_new]), 4)
     torch.testing.assert_close(pooled, together, atol=1e-6, rtol=1e-5)
 
 
@@ -218,18 +218,18 @@ def test_batch_balance_penalty_estimate_is_not_the_minibatch_noise():
     a penalty on that rewards merging components (what collapsed SNARE-seq's mixture to 3
     components at weight 10). The module's estimate, pooled with recent minibatches, must
     come within 0.02 nats of the data's I after a few dozen training steps."""
-    from mixvi.module import MixVAE, PriorLayer
+    from mixvi.module import MixVAE, batch_mutual_information
 
     module = MixVAE(n_input=10, n_batch=12, n_components=13, batch_balance_weight=1.0)
     module.train()
     g = torch.Generator().manual_seed(0)
     resp = torch.softmax(3 * torch.randn(20_000, 13, generator=g), 1)  # confident assignments
     batch = torch.randint(0, 12, (20_000, 1), generator=g)
-    data_mi = float(PriorLayer.batch_mutual_information(resp, batch, 12))
-    alone = float(PriorLayer.batch_mutual_information(resp[:128], batch[:128], 12))
+    data_mi = float(batch_mutual_information(resp, batch, 12))
+    alone = float(batch_mutual_information(resp[:128], batch[:128], 12))
     for step in range(100):
         rows = slice(128 * step, 128 * (step + 1))
-        penalty, mi = module._batch_balance_penalty(resp[rows], batch[rows])
+        penalty, mi = module.batch_balance(resp[rows], batch[rows])
     assert data_mi < 0.01 and alone > 0.2, (data_mi, alone)
     assert abs(float(mi) - data_mi) < 0.02, (float(mi), data_mi)
     torch.testing.assert_close(penalty, mi)  # the penalty has the estimate's value
@@ -294,7 +294,7 @@ def test_batch_balance_penalty_lowers_cluster_batch_dependence():
     (I ~0.02, confidence ~0.65; the most probable component still follows the type) -- see the
     batch-balance guide; the default batch balance comes from the batch-balanced kNN graph that
     places the components."""
-    from mixvi.module import PriorLayer
+    from mixvi.module import batch_mutual_information
 
     def fit(weight):
         scvi.settings.seed = 0
@@ -309,7 +309,7 @@ def test_batch_balance_penalty_lowers_cluster_batch_dependence():
                     **FAST_TRAIN)
         probs = model.get_cluster_assignments(smoothing=0).filter(like="prob_").to_numpy()
         batch = torch.as_tensor(adata.obs["batch"].cat.codes.to_numpy()).view(-1, 1)
-        return float(PriorLayer.batch_mutual_information(torch.as_tensor(probs), batch, 2))
+        return float(batch_mutual_information(torch.as_tensor(probs), batch, 2))
 
     free, balanced = fit(0.0), fit(20.0)
     assert free > 0.15  # the clusters are the types, which follow the batches

@@ -373,3 +373,52 @@ def test_mixture_posterior_trains_aligns_and_clusters(tiny):
     expected = (inf["probs_rna"] + inf["probs_atac"])[paired] / 2
     torch.testing.assert_close(model.module.cluster_probabilities(inf)[paired], expected)
     assert np.isfinite(model.predict_rna_from_atac(tiny).X).all()
+
+
+@pytest.mark.parametrize("posterior", ["gaussian", "mixture"])
+def test_batch_balance_penalty_is_the_joint_clusters_batch_information(posterior):
+    """MultiMixVI's batch-balance term is ``weight x I(c; batch)`` of the joint clusters'
+    probabilities (the responsibilities at the joint posterior, or the modalities' mean
+    q(c|x)), computed here from ``cluster_probabilities`` by the plug-in formula; its
+    gradient reaches both encoders; in eval mode the memory is left alone."""
+    from mixvi.module import MultiMixVAE, batch_mutual_information
+
+    torch.manual_seed(0)
+    n, genes, peaks, n_batch, weight = 96, 20, 30, 3, 1000.0
+    batch = torch.randint(0, n_batch, (n, 1))
+    own_genes = (torch.arange(genes) % n_batch == batch).float()  # each batch's genes are higher
+    tensors = {"X": torch.poisson(2.0 + 6.0 * own_genes), "atac": (torch.rand(n, peaks) < 0.2).float(),
+               "batch": batch}
+    module = MultiMixVAE(genes, peaks, n_batch=n_batch, n_latent=4, n_components=5, n_hidden=16,
+                         batch_balance_weight=weight, posterior=posterior, cross_peak_fraction=1.0)
+    module.prior_layer.mark_initialized()
+    module.eval()  # no dropout: the two passes below see the same posteriors
+    with torch.no_grad():  # spread latents, components on five cells: sharp probabilities
+        heads = [enc.mean_encoder for enc in (module.rna_encoder, module.atac_encoder)]
+        for head in heads + [getattr(module, "qc_rna", None), getattr(module, "qc_atac", None)]:
+            if head is not None:
+                head.weight.mul_(30.0)
+        loc = module.inference(tensors["X"], tensors["atac"], tensors["batch"])["qz"].loc
+        module.prior.set_components(loc[:5].numpy(), np.full((5, 4), 0.05), np.full(5, 0.2),
+                                    np.ones(5, bool))
+
+    def loss(w):
+        module.batch_balance.weight = w
+        torch.manual_seed(1)
+        inf, _, out = module(tensors, compute_loss=True)
+        return inf, out
+
+    inf, plain = loss(0.0)
+    _, balanced = loss(weight)
+    with torch.no_grad():
+        expected = batch_mutual_information(module.cluster_probabilities(inf), tensors["batch"], n_batch)
+    assert float(expected) > 0.01  # the batch shifts the RNA, so the clusters follow it
+    torch.testing.assert_close(balanced.extra_metrics["batch_mi"], expected)
+    # (a large weight, so the float32 rounding of losses of ~1e4 nats stays below 0.1 %)
+    torch.testing.assert_close(balanced.loss - plain.loss, weight * expected, rtol=1e-3, atol=0)
+    assert "batch_mi" not in plain.extra_metrics
+    module.zero_grad()
+    (balanced.loss - plain.loss).backward()
+    for encoder in (module.rna_encoder, module.atac_encoder):
+        assert sum(p.grad.abs().sum() for p in encoder.parameters() if p.grad is not None) > 0
+    assert float(module.batch_balance.mass.sum()) == 0.0

@@ -231,7 +231,7 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, balance):
     assert resumed.trainer.global_step == full.trainer.global_step
     assert resumed.module.prior_layer.initialized
     _assert_same_state(_state(full), _state(resumed))
-    assert torch.equal(resumed.module.batch_component_mass, full.module.batch_component_mass)
+    assert torch.equal(resumed.module.batch_balance.mass, full.module.batch_balance.mass)
     np.testing.assert_array_equal(
         history(resumed, "elbo_train"), history(full, "elbo_train")[2:]
     )

@@ -51,6 +51,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from _jobs import load_results, run_jobs, save_result  # benchmarks/_jobs.py
+from _scib import scib_scores  # benchmarks/_scib.py
 
 RUNS = HERE / "runs"
 SEEDS = (0, 1, 2)
@@ -142,23 +143,6 @@ def batch_dependence(pred, batch) -> float:
     return float(normalized_mutual_info_score(batch, pred))
 
 
-def scib(adata, latent, key: str) -> dict:
-    import scanpy as sc
-
-    from mixvi.metrics import integration_scores
-
-    view = adata.copy()
-    view.X = view.layers["counts"].copy()
-    sc.pp.normalize_total(view)
-    sc.pp.log1p(view)
-    sc.pp.pca(view, n_comps=50, random_state=0)
-    view.obsm[key] = latent
-    keep = view.obs["cell_type"].astype(str).to_numpy() != "Mis"
-    view = view[keep].copy()
-    scores = integration_scores(view, key, "batch", "cell_type", pre_integrated_key="X_pca")
-    return {f"scib_{k.lower().replace(' ', '_')}": v for k, v in scores.items()}
-
-
 # ---------------------------------------------------------------------------------- one run
 def run(dataset: str, method: str, seed: int) -> dict:
     warnings.filterwarnings("ignore")
@@ -187,7 +171,7 @@ def run(dataset: str, method: str, seed: int) -> dict:
         out["train_s"] = time.perf_counter() - t0
         latent = model.get_latent_representation()
         out.update(score_latent(latent, fine, coarse, batch, seed))
-        out.update(scib(adata, latent, "X_scvi"))
+        out.update(scib_scores(adata, latent, "X_scvi"))
         return out
     if method == "multimixvi":
         mixvi.MultiMixVI.setup_mudata(adata, batch_key="batch")
@@ -203,7 +187,7 @@ def run(dataset: str, method: str, seed: int) -> dict:
     latent = model.get_latent_representation()
     out.update(score_latent(latent, fine, coarse, batch, seed))
     if dataset != "snare_joint":
-        out.update(scib(adata, latent, "X_mixvi"))
+        out.update(scib_scores(adata, latent, "X_mixvi"))
     if method == "mixvi_normal":
         return out
     clusters = model.get_cluster_assignments()

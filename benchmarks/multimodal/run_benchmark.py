@@ -23,7 +23,10 @@ the held-out 20% ('Mis' excluded from label scores):
   MultiMixVI's also without its held-out calibration (``*_uncalibrated``, same run);
 * clusters: ARI ('Mis' excluded) of Leiden (scanpy defaults) on the joint test embedding, and
   of MultiMixVI's own mixture clusters (and without their neighbour smoothing,
-  ``*_unsmoothed``);
+  ``*_unsmoothed``); cluster/batch NMI of the own clusters;
+* MultiMixVI: scIB (scib-metrics, un-scaled) of the joint test embedding, against the PCA of
+  the test cells' log-normalised RNA (``--batch-balance``: the batch-balance penalty at
+  weight 10 against the defaults, 3 seeds);
 * cost: training cells x epochs per second (all epochs run, validation included), peak RSS.
 """
 
@@ -41,6 +44,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from _jobs import load_results, run_jobs, save_result  # benchmarks/_jobs.py
+from _scib import scib_scores  # benchmarks/_scib.py
 
 RUNS = HERE / "runs"
 MULTIVI_MAX_EPOCHS = 100
@@ -56,7 +60,12 @@ ABLATION = {
     "poisson_atac": {"model": {"atac_likelihood": "poisson"}},
     "no_early_stopping_200": {"train": {"early_stopping": False, "max_epochs": 200}},
     "mixture_posterior": {"model": {"posterior": "mixture"}},
+    # ``--batch-balance`` (both with scIB of the joint embedding; 0 is the defaults)
+    "batch_balance_0": {},
+    "batch_balance_10": {"model": {"batch_balance_weight": 10.0}},
 }
+#: ``--batch-balance``: the penalty against the defaults, 3 seeds, scIB of the joint embedding
+BALANCE_JOBS = [("multimixvi", f"batch_balance_{w}", s) for w in (0, 10) for s in (0, 1, 2)]
 
 
 def split(mdata, seed: int = 0):
@@ -162,6 +171,8 @@ def load_split(seed: int):
 
 
 def run_one(method: str, variant: str, seed: int) -> dict:
+    from sklearn.metrics import normalized_mutual_info_score
+
     import mixvi
     from mixvi import metrics as M
 
@@ -186,6 +197,10 @@ def run_one(method: str, variant: str, seed: int) -> dict:
         alone = model.get_cluster_assignments(mte, smoothing=0)["cluster"].to_numpy()
         extra["mixture_ari_unsmoothed"] = M.cluster_agreement(alone, labels, exclude=["Mis"])["ari"]
         extra["n_components_active"] = int(model.module.prior.n_active)
+        extra["mixture_batch_nmi"] = normalized_mutual_info_score(mte.obs["batch"], clusters)
+        rna = mte["rna"].copy()
+        rna.obs = mte.obs[["batch", "cell_type"]].copy()
+        extra.update(scib_scores(rna, joint, "X_multimixvi"))
         extra.update(uncalibrated_translation(model, mtr, mte))
     elif method == "multivi":
         from scvi.model import MULTIVI
@@ -230,6 +245,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--one", nargs=3, metavar=("METHOD", "VARIANT", "SEED"), help=argparse.SUPPRESS)
     p.add_argument("--ablation", action="store_true", help="MultiMixVI variants, seed 0")
+    p.add_argument("--batch-balance", action="store_true",
+                   help="MultiMixVI defaults and batch_balance_weight=10, seeds 0-2, with scIB")
     p.add_argument("--methods", default="multimixvi,multivi,babel")
     p.add_argument("--parallel", type=int, default=2)
     p.add_argument("--report-only", action="store_true")
@@ -241,6 +258,8 @@ def main() -> None:
     if not a.report_only:
         if a.ablation:
             jobs = [("multimixvi", v, 0) for v in ABLATION]
+        elif a.batch_balance:
+            jobs = BALANCE_JOBS
         else:
             jobs = [(m, "default", s) for s in SEEDS for m in a.methods.split(",")]
         run_jobs(Path(__file__), RUNS, jobs, a.parallel)
@@ -252,7 +271,9 @@ COLUMNS = ["epochs", "foscttm", "label_transfer_query_atac", "label_transfer_que
            "rna_pearson_gene", "rna_pearson_gene_uncalibrated", "atac_auroc",
            "atac_auroc_uncalibrated", "atac_auroc_floor", "atac_auprc", "atac_auprc_uncalibrated",
            "atac_auprc_floor", "atac_calibration_error", "rna_shrinkage",
-           "leiden_ari", "mixture_ari", "mixture_ari_unsmoothed", "mixture_k", "cells_epochs_per_s", "peak_rss_mb"]
+           "leiden_ari", "mixture_ari", "mixture_ari_unsmoothed", "mixture_k", "mixture_batch_nmi",
+           "scib_batch_correction", "scib_bio_conservation", "scib_total", "cells_epochs_per_s",
+           "peak_rss_mb"]
 
 
 def summarize() -> None:

@@ -57,7 +57,7 @@ def fit_multi(path: Path, args: argparse.Namespace) -> tuple[list, dict]:
     mixvi.MultiMixVI.setup_mudata(mdata, rna_layer=layers["rna"], atac_layer=layers["atac"],
                                   batch_key=args.batch_key, modalities=mods)
     options = {"prior": args.prior, "n_components": args.n_components,
-               "resolution": args.resolution}
+               "resolution": args.resolution, "batch_balance_weight": args.batch_balance_weight}
     model = mixvi.MultiMixVI(mdata, **{k: v for k, v in options.items() if v is not None})
     logger.info("%s", model._model_summary_string)
     start = time.perf_counter()

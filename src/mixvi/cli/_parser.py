@@ -95,10 +95,9 @@ def _add_training(p: argparse.ArgumentParser, multi: bool) -> None:
                    help="stop when the validation loss stops improving, keeping the best "
                         "epoch (default: the model's: "
                         + ("on" if multi else "off") + ")")
-    if not multi:
-        g.add_argument("--batch-balance-weight", type=float, default=None, metavar="W",
-                       help="weight of the penalty that asks every mixture component to hold "
-                            "the batches in the data's proportions (default: the model's, 0 = off)")
+    g.add_argument("--batch-balance-weight", type=float, default=None, metavar="W",
+                   help="weight of the penalty that asks every mixture component to hold "
+                        "the batches in the data's proportions (default: the model's, 0 = off)")
     g.add_argument("--accelerator", default=None, metavar="NAME",
                    help="Lightning accelerator: cpu, gpu, auto (default: the model's, auto)")
     g.add_argument("--model-dir", default=None, metavar="DIR",

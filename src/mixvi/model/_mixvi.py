@@ -103,8 +103,8 @@ class MixVI(
         Use the N(0, I) KL until the mixture is initialised on the data (see
         :meth:`train`'s ``prior_init_epoch``).
     batch_balance_weight
-        Weight of the minibatch mutual information between mixture component and batch
-        (see :class:`~mixvi.module.MixVAE`): asks each component to hold the batches in the
+        Weight of the mutual information between mixture component and batch, estimated on
+        each minibatch pooled with recent ones (:class:`~mixvi.module.BatchBalancePenalty`): asks each component to hold the batches in the
         data's proportions, so one cell type from two batches shares a component. ``0``
         (default) switches it off.
     **module_kwargs

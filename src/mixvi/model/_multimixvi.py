@@ -105,6 +105,10 @@ class MultiMixVI(
         was given.
     n_kl_samples, kl_estimator, learn_scales, pretrain_normal
         Prior options, as in :class:`~mixvi.MixVI`.
+    batch_balance_weight
+        Weight of the mutual information between the joint latent's mixture component and
+        the batch, as in :class:`~mixvi.MixVI` (:class:`~mixvi.module.BatchBalancePenalty`).
+        ``0`` (default) switches it off.
     **module_kwargs
         Passed to :class:`~mixvi.module.MultiMixVAE` (e.g. ``encode_covariates``).
 
@@ -141,6 +145,7 @@ class MultiMixVI(
         kl_estimator: Literal["mc", "analytic"] = "mc",
         learn_scales: bool | None = None,
         pretrain_normal: bool = True,
+        batch_balance_weight: float = 0.0,
         **module_kwargs,
     ):
         super().__init__(adata)
@@ -149,6 +154,7 @@ class MultiMixVI(
         check_network_args(n_latent, n_hidden, n_layers, dropout_rate)
         check_real("alignment_weight", alignment_weight, 0.0)
         check_real("cross_weight", cross_weight, 0.0)
+        check_real("batch_balance_weight", batch_balance_weight, 0.0)
         self._check_registered_data()
         prior_args = self._prior_setup(
             prior, n_components, posterior, use_label_prior, learn_scales, n_kl_samples,
@@ -168,6 +174,7 @@ class MultiMixVI(
             cross_weight=cross_weight,
             pretrain_normal=pretrain_normal,
             posterior=posterior,
+            batch_balance_weight=batch_balance_weight,
             **prior_args,
             **module_kwargs,
         )

@@ -10,6 +10,7 @@ from torch import nn
 from torch.distributions import Normal
 
 from mixvi.dataloaders import NONZERO_SUFFIX
+from mixvi.module._batch_balance import BatchBalancePenalty
 from mixvi.module._keys import (
     KL_L_KEY,
     KL_Z_KEY,
@@ -22,19 +23,8 @@ from mixvi.module._keys import (
 )
 from mixvi.module._likelihood import count_log_likelihood
 from mixvi.module._marginal import importance_sampled_log_likelihood
-from mixvi.module._prior_layer import (
-    PosteriorName,
-    PriorLayer,
-    batch_component_mass,
-    mutual_information_of_mass,
-)
+from mixvi.module._prior_layer import PosteriorName, PriorLayer
 from mixvi.priors import LatentPrior, PriorName
-
-#: Per-step decay of the batch-balance penalty's memory of responsibility mass: it holds about
-#: 1 / (1 - 0.98) = 50 minibatches (6,400 cells at 128), which brings the plug-in estimate of
-#: I(c; s) over 12 batches and 13 components within ~0.01 nats of the data's (its bias is
-#: about (K - 1)(S - 1) / 2N nats for N cells)
-BATCH_MI_DECAY = 0.98
 
 
 class MixVAE(VAE):
@@ -67,7 +57,7 @@ class MixVAE(VAE):
     batch_balance_weight
         Weight of the mutual information between mixture component and batch, estimated on
         each minibatch pooled with the responsibility mass of recent ones
-        (:meth:`PriorLayer.batch_mutual_information`), added to the per-cell loss; it asks
+        (:class:`~mixvi.module.BatchBalancePenalty`), added to the per-cell loss; it asks
         each component to hold the batches in the proportions of the data. ``0`` switches
         it off.
     pretrain_normal
@@ -105,14 +95,8 @@ class MixVAE(VAE):
         )
         self.posterior = posterior
         self.classification_weight = classification_weight
-        self.batch_balance_weight = float(batch_balance_weight)
-        # batch-by-component responsibility mass of recent minibatches, decayed by
-        # BATCH_MI_DECAY a step: the batch-balance penalty's estimate of p(c | batch) pools
-        # them with the minibatch (not in the saved model, whose batches a query may change;
-        # resume checkpoints carry it: MixTrainingPlan.on_save_checkpoint)
-        self.register_buffer(
-            "batch_component_mass",
-            torch.zeros(max(self.n_batch, 1), self.prior_layer.n_components), persistent=False,
+        self.batch_balance = BatchBalancePenalty(
+            batch_balance_weight, self.n_batch, self.prior_layer.n_components
         )
         if posterior == "mixture":
             K = self.prior_layer.n_components
@@ -229,8 +213,9 @@ class MixVAE(VAE):
     ) -> LossOutput:
         """Negative ELBO: reconstruction + ``kl_weight`` x KL(q(z|x) || p(z)) (+ library KL).
 
-        With ``batch_balance_weight > 0`` (and a fitted mixture) the minibatch estimate of
-        ``I(component; batch)`` is added, times that weight.
+        With ``batch_balance_weight > 0`` (and a fitted mixture) the estimate of
+        ``I(component; batch)`` (:class:`~mixvi.module.BatchBalancePenalty`) is added, times
+        that weight.
 
         Returns
         -------
@@ -268,11 +253,11 @@ class MixVAE(VAE):
         )
         if self.is_mixture:
             extra["mixture_entropy"] = layer.mixture_entropy().detach()
-            if self.batch_balance_weight > 0 and self.n_batch > 1 and layer.initialized:
-                penalty, mi = self._batch_balance_penalty(
+            if self.batch_balance.enabled and layer.initialized:
+                penalty, mi = self.batch_balance(
                     self._soft_assignments(inference_outputs), tensors[REGISTRY_KEYS.BATCH_KEY]
                 )
-                loss = loss + self.batch_balance_weight * penalty
+                loss = loss + penalty
                 extra["batch_mi"] = mi
         return LossOutput(
             loss=loss,
@@ -280,26 +265,6 @@ class MixVAE(VAE):
             kl_local={KL_Z_KEY: kl_z, KL_L_KEY: kl_l},
             extra_metrics=extra,
         )
-
-    def _batch_balance_penalty(
-        self, resp: torch.Tensor, batch_index: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``I(c; s)`` of the minibatch pooled with recent ones, as ``(penalty, value)``.
-
-        The penalty has the estimate's value; its gradient is scaled by the pooled mass over
-        the minibatch's, so each cell pulls as hard as in a minibatch-only estimate (the
-        weight keeps its meaning) while ``p(c | s)`` comes from ~50 minibatches' cells.
-        In training, the minibatch's mass then joins the memory.
-        """
-        memory = self.batch_component_mass
-        mass = batch_component_mass(resp, batch_index, self.n_batch)
-        mi = mutual_information_of_mass(mass + memory)
-        scale = (memory.sum() + resp.shape[0]) / resp.shape[0]
-        penalty = mi.detach() + scale * (mi - mi.detach())
-        if self.training:
-            with torch.no_grad():
-                memory.mul_(BATCH_MI_DECAY).add_(mass.detach())
-        return penalty, mi.detach()
 
     def _soft_assignments(self, inference_outputs: dict) -> torch.Tensor:
         """Differentiable component probabilities used by the batch-balance penalty."""

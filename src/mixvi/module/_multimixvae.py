@@ -11,9 +11,11 @@ from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from scvi.nn import DecoderSCVI, Encoder, FCLayers
 from torch import nn
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import Normal
 
 from mixvi.dataloaders import NONZERO_SUFFIX
+from mixvi.module._alignment import symmetric_categorical_kl, symmetric_kl
+from mixvi.module._batch_balance import BatchBalancePenalty
 from mixvi.module._keys import KL_Z_KEY, LIBRARY_KEY, QZ_KEY, Z_KEY
 from mixvi.module._likelihood import count_log_likelihood, peak_nll, subset_nonzero
 from mixvi.module._marginal import importance_sampled_log_likelihood
@@ -23,17 +25,6 @@ from mixvi.module._translation_calibration import TranslationCalibration
 from mixvi.priors import LatentPrior, PriorName
 
 ATAC_X_KEY = REGISTRY_KEYS.ATAC_X_KEY
-
-
-def symmetric_categorical_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """``KL(p||q) + KL(q||p)`` of categorical distributions ``(n, K)``, shape ``(n,)``."""
-    log_p, log_q = torch.log(p.clamp(min=1e-8)), torch.log(q.clamp(min=1e-8))
-    return ((p - q) * (log_p - log_q)).sum(-1)
-
-
-def symmetric_kl(q1: Normal, q2: Normal) -> torch.Tensor:
-    """Symmetric KL ``KL(q1||q2) + KL(q2||q1)`` of diagonal Gaussians, shape ``(n_cells,)``."""
-    return (kl_divergence(q1, q2) + kl_divergence(q2, q1)).sum(-1)
 
 
 class MultiMixVAE(BaseModuleClass):
@@ -94,6 +85,10 @@ class MultiMixVAE(BaseModuleClass):
     resolution
         Choose the number of components in use from the data (see
         :class:`~mixvi.module.PriorLayer`); ``None`` uses all ``n_components``.
+    batch_balance_weight
+        Weight of the mutual information between the mixture component of the joint
+        posterior and the batch (:class:`~mixvi.module.BatchBalancePenalty`), added to the
+        loss; ``0`` switches it off.
     """
 
     def __init__(
@@ -118,6 +113,7 @@ class MultiMixVAE(BaseModuleClass):
         pretrain_normal: bool = True,
         resolution: float | None = None,
         posterior: Literal["gaussian", "mixture"] = "gaussian",
+        batch_balance_weight: float = 0.0,
     ):
         super().__init__()
         if gene_likelihood not in ("nb", "zinb"):
@@ -138,6 +134,9 @@ class MultiMixVAE(BaseModuleClass):
             prior_kwargs, resolution,
         )
         self.posterior = posterior
+        self.batch_balance = BatchBalancePenalty(
+            batch_balance_weight, n_batch, self.prior_layer.n_components
+        )
 
         cat_list = [n_batch] if n_batch > 1 else None
         enc_cats = cat_list if encode_covariates else None
@@ -452,6 +451,11 @@ class MultiMixVAE(BaseModuleClass):
         extra["alignment_symkl"] = (align.sum() / paired.sum().clamp(min=1)).detach()
         if self.is_mixture:
             extra["mixture_entropy"] = self.prior_layer.mixture_entropy().detach()
+            if self.batch_balance.enabled and self.prior_layer.initialized:
+                penalty, extra["batch_mi"] = self.batch_balance(
+                    self._soft_assignments(inf), tensors[REGISTRY_KEYS.BATCH_KEY]
+                )
+                loss = loss + penalty
         return LossOutput(
             loss=loss,
             reconstruction_loss=rec,
@@ -464,6 +468,10 @@ class MultiMixVAE(BaseModuleClass):
     def cluster_probabilities(self, inference_outputs: dict) -> torch.Tensor:
         """Prior responsibilities at the joint posterior (its uncertainty integrated out), or,
         with the mixture posterior, q(c|x) averaged over the cell's modalities; ``(n, K)``."""
+        return self._soft_assignments(inference_outputs)
+
+    def _soft_assignments(self, inference_outputs: dict) -> torch.Tensor:
+        """:meth:`cluster_probabilities`, differentiable (the batch-balance penalty's input)."""
         if self.posterior == "mixture":
             w_rna = inference_outputs["has_rna"].unsqueeze(1)
             w_atac = inference_outputs["has_atac"].unsqueeze(1)
@@ -535,4 +543,4 @@ class MultiMixVAE(BaseModuleClass):
         return log_px.mean() if return_mean else log_px
 
 
-__all__ = ["MultiMixVAE", "symmetric_kl"]
+__all__ = ["MultiMixVAE"]

@@ -319,67 +319,12 @@ class PriorLayer(nn.Module):
         """Entropy of the mixture weights (nats)."""
         return self.prior.mixture_entropy()
 
-    @staticmethod
-    def batch_mutual_information(
-        resp: torch.Tensor, batch_index: torch.Tensor, n_batch: int,
-        memory: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Plug-in estimate of the mutual information ``I(c; s)`` (nats).
-
-        From the batch-by-component mass ``M[s, c]`` -- the responsibilities summed over the
-        minibatch's cells of each batch, plus ``memory`` (earlier minibatches' mass, a
-        constant): ``p(s, c) = M / sum M`` and
-        ``I = sum_s p(s) sum_c p(c|s) log(p(c|s) / p(c))``. It is 0 when every component
-        has the same batch composition as the data, and at most ``log n_batch``.
-
-        A minibatch alone is a poor sample of ``p(c|s)`` when batches are many: with 12
-        batches of ~10 cells each in a minibatch of 128 its plug-in estimate is biased far
-        above the data's ``I`` (0.41 vs 0.009 nats on SNARE-seq), and a penalty on it
-        rewards merging components (the bias grows with the number of components in use).
-        ``memory`` pools the minibatch with the mass of earlier ones.
-
-        Parameters
-        ----------
-        resp
-            Differentiable responsibilities, shape ``(n_cells, K)``.
-        batch_index
-            Batch codes, shape ``(n_cells, 1)``.
-        n_batch
-            Number of batches.
-        memory
-            Batch-by-component mass of earlier cells, shape ``(n_batch, K)``; ``None``: the
-            minibatch alone.
-        """
-        mass = batch_component_mass(resp, batch_index, n_batch)
-        if memory is not None:
-            mass = mass + memory.to(mass.dtype)
-        return mutual_information_of_mass(mass)
-
-
-def batch_component_mass(resp: torch.Tensor, batch_index: torch.Tensor, n_batch: int) -> torch.Tensor:
-    """Responsibilities summed over the cells of each batch, shape ``(n_batch, K)``."""
-    onehot = nn.functional.one_hot(batch_index.view(-1).long(), n_batch).to(resp.dtype)
-    return onehot.t() @ resp
-
-
-def mutual_information_of_mass(mass: torch.Tensor) -> torch.Tensor:
-    """``I(s; c)`` (nats) of the joint distribution ``mass / sum(mass)``, ``mass`` of shape
-    ``(n_batch, K)`` (see :meth:`PriorLayer.batch_mutual_information`)."""
-    joint = mass / mass.sum().clamp(min=1e-12)
-    p_s = joint.sum(1, keepdim=True)
-    p_c = joint.sum(0, keepdim=True)
-    eps = 1e-8
-    # sum_s,c p(s,c) log(p(s,c) / (p(s) p(c))) = sum_s p(s) sum_c p(c|s) log(p(c|s) / p(c))
-    return (joint * (torch.log(joint + eps) - torch.log(p_s * p_c + eps))).sum()
-
 
 __all__ = [
     "POSTERIORS",
     "PosteriorName",
     "PriorLayer",
-    "batch_component_mass",
     "known_components",
     "log_mean_exp",
     "mixture_moments",
-    "mutual_information_of_mass",
 ]

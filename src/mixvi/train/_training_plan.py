@@ -320,9 +320,9 @@ class MixTrainingPlan(MixtureFitMixin, TrainingPlan):
         """Store the random-number generators and the batch-balance penalty's memory (a
         buffer kept out of the saved model), so a resumed training repeats the original."""
         checkpoint["mixvi_rng_state"] = _rng_state()
-        memory = getattr(self.module, "batch_component_mass", None)
-        if memory is not None:
-            checkpoint["mixvi_batch_component_mass"] = memory.detach().cpu().clone()
+        balance = getattr(self.module, "batch_balance", None)
+        if balance is not None:
+            checkpoint["mixvi_batch_component_mass"] = balance.mass.detach().cpu().clone()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Restore what :meth:`on_save_checkpoint` stored."""
@@ -330,10 +330,10 @@ class MixTrainingPlan(MixtureFitMixin, TrainingPlan):
         if state is not None:
             _set_rng_state(state)
         saved = checkpoint.get("mixvi_batch_component_mass")
-        memory = getattr(self.module, "batch_component_mass", None)
-        if saved is not None and memory is not None and memory.shape == saved.shape:
+        balance = getattr(self.module, "batch_balance", None)
+        if saved is not None and balance is not None and balance.mass.shape == saved.shape:
             with torch.no_grad():
-                memory.copy_(saved.to(memory.device))
+                balance.mass.copy_(saved.to(balance.mass.device))
 
 
 __all__ = ["MixTrainingPlan"]
