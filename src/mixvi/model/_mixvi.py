@@ -104,9 +104,9 @@ class MixVI(
         :meth:`train`'s ``prior_init_epoch``).
     batch_balance_weight
         Weight of the mutual information between mixture component and batch, estimated on
-        each minibatch pooled with recent ones (:class:`~mixvi.module.BatchBalancePenalty`): asks each component to hold the batches in the
-        data's proportions, so one cell type from two batches shares a component. ``0``
-        (default) switches it off.
+        each minibatch pooled with recent ones (:class:`~mixvi.module.BatchBalancePenalty`):
+        asks each component to hold the batches in the data's proportions, so one cell type
+        from two batches shares a component. ``0`` (default) switches it off.
     **module_kwargs
         Passed to :class:`~mixvi.module.MixVAE` and :class:`scvi.module.VAE`
         (e.g. ``encode_covariates``, ``use_batch_norm``, ``classification_weight``).

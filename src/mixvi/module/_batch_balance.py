@@ -18,7 +18,9 @@ from torch import nn
 BATCH_MI_DECAY = 0.98
 
 
-def batch_component_mass(resp: torch.Tensor, batch_index: torch.Tensor, n_batch: int) -> torch.Tensor:
+def batch_component_mass(
+    resp: torch.Tensor, batch_index: torch.Tensor, n_batch: int
+) -> torch.Tensor:
     """Responsibilities summed over the cells of each batch, shape ``(n_batch, K)``."""
     onehot = nn.functional.one_hot(batch_index.view(-1).long(), n_batch).to(resp.dtype)
     return onehot.t() @ resp
@@ -97,14 +99,18 @@ class BatchBalancePenalty(nn.Module):
         super().__init__()
         self.weight = float(weight)
         self.n_batch = int(n_batch)
-        self.register_buffer("mass", torch.zeros(max(self.n_batch, 1), n_components), persistent=False)
+        self.register_buffer(
+            "mass", torch.zeros(max(self.n_batch, 1), n_components), persistent=False
+        )
 
     @property
     def enabled(self) -> bool:
         """Whether the penalty enters the loss (a positive weight and at least 2 batches)."""
         return self.weight > 0 and self.n_batch > 1
 
-    def forward(self, resp: torch.Tensor, batch_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, resp: torch.Tensor, batch_index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(weighted penalty, I(c; s) estimate)`` for one minibatch.
 
         The penalty has the estimate's value times the weight; its gradient is scaled by
