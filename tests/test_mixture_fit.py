@@ -235,6 +235,29 @@ def test_batch_balance_penalty_estimate_is_not_the_minibatch_noise():
     torch.testing.assert_close(penalty, mi)  # the penalty has the estimate's value
 
 
+def test_batch_balance_penalty_enters_the_loss_only_when_it_applies():
+    """``add_to_loss`` adds ``weight x I`` (here I = log 2, batches on separate components) only
+    with a positive weight, at least two batches and a fitted mixture; otherwise the loss is
+    unchanged, the assignments are not computed and nothing is logged."""
+    from mixvi.module import BatchBalancePenalty
+
+    resp = torch.tensor([[1.0, 0], [1.0, 0], [0, 1.0], [0, 1.0]])
+    batch = torch.tensor([[0], [0], [1], [1]])
+    loss = torch.tensor(3.0)
+
+    def never():
+        raise AssertionError("assignments computed although the penalty is off")
+
+    for weight, n_batch, fitted in ((0.0, 2, True), (2.0, 1, True), (2.0, 2, False)):
+        extra = {}
+        out = BatchBalancePenalty(weight, n_batch, 2).add_to_loss(loss, never, batch, fitted, extra)
+        assert float(out) == 3.0 and "batch_mi" not in extra
+    extra = {}
+    out = BatchBalancePenalty(2.0, 2, 2).eval().add_to_loss(loss, lambda: resp, batch, True, extra)
+    assert float(out) == pytest.approx(3.0 + 2 * np.log(2), abs=1e-5)
+    assert float(extra["batch_mi"]) == pytest.approx(np.log(2), abs=1e-5)
+
+
 def test_batch_balanced_graph_does_not_count_batches_as_clusters():
     """Two cell types in two batches, the batch shifting every cell a little: the plain kNN
     graph splits each type by batch, the batch-balanced one keeps types together."""

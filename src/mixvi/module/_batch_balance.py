@@ -8,6 +8,8 @@ batches in the data's proportions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -133,6 +135,39 @@ class BatchBalancePenalty(nn.Module):
             with torch.no_grad():
                 self.mass.mul_(BATCH_MI_DECAY).add_(mass.detach())
         return self.weight * penalty, mi.detach()
+
+    def add_to_loss(
+        self,
+        loss: torch.Tensor,
+        assignments: Callable[[], torch.Tensor],
+        batch_index: torch.Tensor,
+        mixture_fitted: bool,
+        extra_metrics: dict,
+    ) -> torch.Tensor:
+        """``loss`` plus the penalty when it is on and the mixture has been fitted.
+
+        Parameters
+        ----------
+        loss
+            The minibatch's scalar loss.
+        assignments
+            Returns the differentiable component probabilities ``(n_cells, K)``; only called
+            when the penalty applies.
+        batch_index
+            Batch codes, ``(n_cells, 1)``.
+        mixture_fitted
+            Whether the mixture has been fitted (before, its components mean nothing).
+        extra_metrics
+            Receives the estimate of ``I(c; s)`` as ``"batch_mi"`` when the penalty applies.
+
+        Returns
+        -------
+        The scalar loss.
+        """
+        if not (self.enabled and mixture_fitted):
+            return loss
+        penalty, extra_metrics["batch_mi"] = self(assignments(), batch_index)
+        return loss + penalty
 
 
 __all__ = [

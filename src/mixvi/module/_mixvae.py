@@ -253,12 +253,10 @@ class MixVAE(VAE):
         )
         if self.is_mixture:
             extra["mixture_entropy"] = layer.mixture_entropy().detach()
-            if self.batch_balance.enabled and layer.initialized:
-                penalty, mi = self.batch_balance(
-                    self._soft_assignments(inference_outputs), tensors[REGISTRY_KEYS.BATCH_KEY]
-                )
-                loss = loss + penalty
-                extra["batch_mi"] = mi
+            loss = self.batch_balance.add_to_loss(
+                loss, lambda: self._soft_assignments(inference_outputs),
+                tensors[REGISTRY_KEYS.BATCH_KEY], layer.initialized, extra,
+            )
         return LossOutput(
             loss=loss,
             reconstruction_loss=reconst,

@@ -18,7 +18,7 @@ from mixvi.module._alignment import symmetric_categorical_kl, symmetric_kl
 from mixvi.module._batch_balance import BatchBalancePenalty
 from mixvi.module._keys import KL_Z_KEY, LIBRARY_KEY, QZ_KEY, Z_KEY
 from mixvi.module._likelihood import count_log_likelihood, peak_nll, subset_nonzero
-from mixvi.module._marginal import importance_sampled_log_likelihood
+from mixvi.module._marginal import paired_log_likelihood
 from mixvi.module._prior_layer import PriorLayer
 from mixvi.module._sparse_encoder import SparseInputEncoder
 from mixvi.module._translation_calibration import TranslationCalibration
@@ -377,7 +377,7 @@ class MultiMixVAE(BaseModuleClass):
         atac_own = self.decode_atac(z_atac, batch_index, factor_atac)
         peaks = None
         if self.training and self.cross_peak_fraction < 1.0:
-            k = max(int(round(self.cross_peak_fraction * self.n_peaks)), 1)
+            k = max(round(self.cross_peak_fraction * self.n_peaks), 1)
             peaks = torch.randperm(self.n_peaks, device=z_rna.device)[:k]
         atac_cross = self.decode_atac(z_rna, batch_index, factor_rna, peaks)
         return {"px": px, "atac_own": atac_own, "atac_cross": atac_cross, "cross_peaks": peaks}
@@ -451,11 +451,10 @@ class MultiMixVAE(BaseModuleClass):
         extra["alignment_symkl"] = (align.sum() / paired.sum().clamp(min=1)).detach()
         if self.is_mixture:
             extra["mixture_entropy"] = self.prior_layer.mixture_entropy().detach()
-            if self.batch_balance.enabled and self.prior_layer.initialized:
-                penalty, extra["batch_mi"] = self.batch_balance(
-                    self._soft_assignments(inf), tensors[REGISTRY_KEYS.BATCH_KEY]
-                )
-                loss = loss + penalty
+            loss = self.batch_balance.add_to_loss(
+                loss, lambda: self._soft_assignments(inf), tensors[REGISTRY_KEYS.BATCH_KEY],
+                self.prior_layer.initialized, extra,
+            )
         return LossOutput(
             loss=loss,
             reconstruction_loss=rec,
@@ -518,28 +517,7 @@ class MultiMixVAE(BaseModuleClass):
         """
         if modality not in ("joint", "rna", "atac"):
             raise ValueError(f"modality must be 'joint', 'rna' or 'atac', got {modality!r}.")
-        x, y = tensors[REGISTRY_KEYS.X_KEY], tensors[ATAC_X_KEY]
-        batch_index = tensors[REGISTRY_KEYS.BATCH_KEY]
-        labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
-        inf = self.inference(**self._get_inference_input(tensors))
-        qz = inf[{"joint": QZ_KEY, "rna": "qz_rna", "atac": "qz_atac"}[modality]]
-        use_rna = inf["has_rna"] if modality != "atac" else torch.zeros_like(inf["has_rna"])
-        use_atac = inf["has_atac"] if modality != "rna" else torch.zeros_like(inf["has_atac"])
-        # the ATAC loss leaves out the Poisson constant log(y!); the likelihood needs it
-        atac_const = torch.lgamma(y + 1).sum(-1) if self.atac_likelihood == "poisson" else 0.0
-
-        def log_weights(s: int) -> torch.Tensor:
-            z = qz.sample((s,))  # (s, n, d)
-            log_w = self.prior_layer.log_prob(z, labels) - qz.log_prob(z).sum(-1)
-            for k in range(s):
-                _, px = self.decode_rna(z[k], batch_index, inf[LIBRARY_KEY])
-                rna_ll = count_log_likelihood(px, x)
-                atac_out = self.decode_atac(z[k], batch_index, inf["factor_atac"])
-                atac_ll = -self._atac_nll(atac_out, y) - atac_const
-                log_w[k] = log_w[k] + use_rna * rna_ll + use_atac * atac_ll
-            return log_w
-
-        log_px = importance_sampled_log_likelihood(log_weights, n_mc_samples, n_mc_samples_per_pass)
+        log_px = paired_log_likelihood(self, tensors, modality, n_mc_samples, n_mc_samples_per_pass)
         return log_px.mean() if return_mean else log_px
 
 
