@@ -196,7 +196,7 @@ def run_one(method: str, variant: str, seed: int) -> dict:
         zr, za, joint = g(mte, modality="rna"), g(mte, modality="atac"), g(mte)
         rna_pred = model.predict_rna_from_atac(mte).X
         atac_pred = model.predict_atac_from_rna(mte).X
-        if variant != "normal_prior":
+        if model.module.is_mixture:  # prior="normal" has no clusters
             clusters = model.get_cluster_assignments(mte)["cluster"].to_numpy()
             alone = model.get_cluster_assignments(mte, smoothing=0)["cluster"].to_numpy()
             extra["mixture_ari_unsmoothed"] = M.cluster_agreement(

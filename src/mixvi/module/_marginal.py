@@ -49,7 +49,6 @@ def importance_sampled_log_likelihood(
     return log_mean_exp(torch.cat(chunks, dim=0), dim=0)
 
 
-
 def paired_log_likelihood(
     module: MultiMixVAE,
     tensors: dict[str, torch.Tensor],

@@ -198,10 +198,7 @@ class MixVAE(VAE):
         q(c|x) for the mixture posterior; otherwise the prior responsibilities with the
         posterior uncertainty integrated out, ``r_k propto pi_k N(mu; m_k, s_k^2 + sigma^2)``.
         """
-        if self.posterior == "mixture":
-            return inference_outputs["qc_probs"]
-        qz = inference_outputs[QZ_KEY]
-        return self.prior_layer.responsibilities(qz.loc, qz.scale)
+        return self._soft_assignments(inference_outputs)
 
     # -- loss --------------------------------------------------------------------------------
     def loss(
@@ -265,7 +262,7 @@ class MixVAE(VAE):
         )
 
     def _soft_assignments(self, inference_outputs: dict) -> torch.Tensor:
-        """Differentiable component probabilities used by the batch-balance penalty."""
+        """:meth:`cluster_probabilities`, differentiable (the batch-balance penalty's input)."""
         if self.posterior == "mixture":
             return inference_outputs["qc_probs"]
         qz = inference_outputs[QZ_KEY]
