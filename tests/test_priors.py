@@ -12,7 +12,9 @@ from mixvi.priors import (
     HierarchicalGaussianMixturePrior,
     StandardNormalPrior,
     balanced_tree,
+    em_refit,
     make_prior,
+    merge_order,
     node_depths,
 )
 from mixvi.priors._gmm import MIN_SCALE
@@ -283,6 +285,48 @@ def test_hierarchical_initialisation_builds_tree_of_close_leaves():
     first_two_merges = prior.tree_children[:2].numpy()
     for a, b in first_two_merges:  # the two nearest pairs merge first
         assert np.sign(leaf_x[a]) == np.sign(leaf_x[b])
+
+
+def _overlapping_and_separated(rng):
+    """1-d cells: two broad groups 5 apart that share cells, two tight groups 4 apart that
+    do not. Ward on the means merges the tight pair first; the cells say the broad pair."""
+    means = np.array([0.0, 5.0, 30.0, 34.0])
+    spread = np.array([2.5, 2.5, 0.05, 0.05])
+    group = np.repeat(np.arange(4), 300)
+    latent = (means[group] + spread[group] * rng.standard_normal(len(group)))[:, None]
+    return means, spread, latent
+
+
+def test_merge_order_joins_components_that_share_cells_first():
+    from scipy.cluster.hierarchy import linkage
+    from scipy.stats import norm
+
+    means, spread, latent = _overlapping_and_separated(np.random.default_rng(0))
+    dens = norm.pdf(latent, means[None], spread[None])  # responsibilities, computed here
+    resp = dens / dens.sum(1, keepdims=True)
+    assert linkage(means[:, None], "ward")[0, :2].tolist() == [2, 3]  # the close pair
+    np.testing.assert_array_equal(merge_order(means[:, None], resp), [[0, 1], [2, 3], [4, 5]])
+    # hard assignments share no cells: the closest node means merge, a node's mean being
+    # the midpoint of its children's (node 4 = (0, 1) at 0.5: 4.5 from point 2, 9 from 3)
+    pts = np.array([[0.0], [1.0], [5.0], [14.0]])
+    np.testing.assert_array_equal(merge_order(pts, np.eye(4)), [[0, 1], [2, 4], [3, 5]])
+    np.testing.assert_array_equal(merge_order(pts), [[0, 1], [2, 4], [3, 5]])
+    with pytest.raises(ValueError, match="4 columns"):
+        merge_order(pts, np.eye(3))
+
+
+def test_em_refit_builds_the_tree_from_shared_cells():
+    """The refit hands its responsibilities to the tree: the broad pair, farther apart than
+    the tight pair, merges first (a tree from the means alone merges the tight pair)."""
+    means, _, latent = _overlapping_and_separated(np.random.default_rng(1))
+    prior = HierarchicalGaussianMixturePrior(1, 4)  # scales fixed at 1
+    on = np.ones(4, dtype=bool)
+    prior.set_components(means[:, None], np.ones((4, 1)), np.full(4, 0.25), on)
+    leaf = lambda node: int(np.argmin(np.abs(prior.leaf_means[:, 0].detach().numpy()
+                                              - means[node])))
+    assert sorted(prior.tree_children[0].tolist()) == sorted([leaf(2), leaf(3)])
+    em_refit(prior, latent, np.full_like(latent, 0.01), n_iter=3, switch_off=False)
+    assert sorted(prior.tree_children[0].tolist()) == sorted([leaf(0), leaf(1)])
 
 
 def test_invalid_prior_arguments_raise():

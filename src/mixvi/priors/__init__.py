@@ -25,7 +25,12 @@ from ._fit import (
     moment_match,
 )
 from ._gmm import GaussianMixturePrior, MixturePrior
-from ._hierarchical import HierarchicalGaussianMixturePrior, balanced_tree, node_depths
+from ._hierarchical import (
+    HierarchicalGaussianMixturePrior,
+    balanced_tree,
+    merge_order,
+    node_depths,
+)
 from ._normal import StandardNormalPrior
 
 PriorName = Literal["normal", "gmm", "hierarchical"]
@@ -73,6 +78,7 @@ __all__ = [
     "GaussianMixturePrior",
     "HierarchicalGaussianMixturePrior",
     "balanced_tree",
+    "merge_order",
     "node_depths",
     "gaussian_entropy",
     "kl_diag_gaussians",

@@ -469,7 +469,8 @@ def em_refit(
         )
         reseeded = True
     weights = np.where(active, np.maximum(weights, 1e-6), 0.0)
-    prior.set_components(means, np.sqrt(variances), weights / weights.sum(), active)
+    prior.set_components(means, np.sqrt(variances), weights / weights.sum(), active,
+                         responsibilities=None if reseeded else resp)
     return {"n_active": int(active.sum()), "pruned": pruned, "mean_log_lik": log_lik,
             "reseeded": reseeded}
 

@@ -78,7 +78,8 @@ class MixturePrior(LatentPrior):
 
     @abstractmethod
     def set_components(
-        self, means: np.ndarray, stds: np.ndarray, weights: np.ndarray, active: np.ndarray
+        self, means: np.ndarray, stds: np.ndarray, weights: np.ndarray, active: np.ndarray,
+        responsibilities: np.ndarray | None = None,
     ) -> None:
         """Write fitted component parameters (k-means or EM results) into the prior.
 
@@ -91,6 +92,9 @@ class MixturePrior(LatentPrior):
             Shape ``(n_free,)``, the fraction of cells of each free component.
         active
             Boolean, shape ``(n_free,)``: components to keep in use.
+        responsibilities
+            Soft assignments of the fitted cells, shape ``(n_cells, n_free)``: the tree
+            prior builds its tree from them; a flat mixture does not need them.
         """
 
     #: fewest components a refit may leave switched on
@@ -355,7 +359,7 @@ class GaussianMixturePrior(MixturePrior):
         return self.logits, self.means, scales
 
     @torch.no_grad()
-    def set_components(self, means, stds, weights, active) -> None:
+    def set_components(self, means, stds, weights, active, responsibilities=None) -> None:
         """Write fitted parameters; scales only if trainable, weights only if trainable."""
         dev = self.means.device
         self.means.copy_(torch.as_tensor(means, dtype=torch.float32, device=dev))

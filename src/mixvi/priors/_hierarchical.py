@@ -54,6 +54,81 @@ def node_depths(children: np.ndarray) -> np.ndarray:
     return depth
 
 
+def _xlogx(p: np.ndarray) -> np.ndarray:
+    return p * np.log(np.where(p > 0, p, 1.0))
+
+
+def merge_order(means: np.ndarray, responsibilities: np.ndarray | None = None) -> np.ndarray:
+    """Merges of a tree over mixture components, most overlapping pair first.
+
+    Each step merges the two nodes whose union lowers the entropy of the cells' soft
+    assignments the most per cell of the union,
+    ``sum_i [(r_a + r_b) log(r_a + r_b) - r_a log r_a - r_b log r_b] / sum_i (r_a + r_b)``
+    (the entropy criterion of Baudry et al. 2010, *Combining mixture components for
+    clustering*, divided by the pair's cells so that a small component that shares many of
+    its cells merges before a large one that shares few): components that share cells merge
+    first, however far apart their means are. Distance between means alone merges a close
+    pair of well-separated components before two broad, overlapping ones of the same type.
+    Where no remaining pair shares cells (hard assignments, or none given), the pair with
+    the closest node means merges, a node's mean being the average of its children's as in
+    the prior.
+
+    Parameters
+    ----------
+    means
+        Component means, shape ``(m, d)``.
+    responsibilities
+        Soft assignments of cells to the components, shape ``(n_cells, m)``; ``None`` uses
+        the means alone.
+
+    Returns
+    -------
+    Integer array of shape ``(m - 1, 2)``: row ``j`` merges two nodes into node ``m + j``
+    (components are nodes ``0..m-1``), as the first two columns of a scipy linkage.
+    """
+    means = np.asarray(means, dtype=np.float64)
+    m = len(means)
+    cols: dict[int, np.ndarray] = {}
+    if responsibilities is not None:
+        resp = np.asarray(responsibilities, dtype=np.float64)
+        if resp.shape[1] != m:
+            raise ValueError(f"responsibilities must have {m} columns, got {resp.shape[1]}.")
+        mass = dict(enumerate(resp.sum(0)))
+        # cells held by one component alone add nothing to any gain: leave them out
+        resp = resp[resp.max(1) < 1.0 - 1e-12]
+        cols = {k: resp[:, k] for k in range(m)}
+    else:
+        mass = {}
+    node_mean = {k: means[k] for k in range(m)}
+    gain: dict[tuple[int, int], float] = {}
+
+    def pair_gain(a: int, b: int) -> float:
+        if not cols:
+            return 0.0
+        x, y = cols[a], cols[b]
+        drop = float((_xlogx(x + y) - _xlogx(x) - _xlogx(y)).sum())
+        return drop / max(mass[a] + mass[b], 1e-12)
+
+    for a in range(m):
+        for b in range(a + 1, m):
+            gain[a, b] = pair_gain(a, b)
+    merges = []
+    for new in range(m, 2 * m - 1):
+        a, b = max(gain, key=gain.get)
+        if gain[a, b] <= 1e-6:  # no remaining pair shares cells: the closest means
+            a, b = min(gain, key=lambda p: float(((node_mean[p[0]] - node_mean[p[1]]) ** 2).sum()))
+        merges.append((a, b))
+        node_mean[new] = 0.5 * (node_mean.pop(a) + node_mean.pop(b))
+        if cols:
+            cols[new] = cols.pop(a) + cols.pop(b)
+            mass[new] = mass.pop(a) + mass.pop(b)
+        gain = {p: g for p, g in gain.items() if a not in p and b not in p}
+        for other in node_mean:
+            if other != new:
+                gain[other, new] = pair_gain(other, new)
+    return np.asarray(merges, dtype=np.int64).reshape(-1, 2)
+
+
 class HierarchicalGaussianMixturePrior(MixturePrior):
     """GMM whose components are the nodes of a binary tree.
 
@@ -160,10 +235,10 @@ class HierarchicalGaussianMixturePrior(MixturePrior):
     def level_ancestors(self, level: int) -> np.ndarray:
         """Every node's cluster at one level of the tree, shape ``(2L - 1,)``.
 
-        Level ``l`` undoes the tree's last ``l`` merges (as a cut of a Ward dendrogram into
+        Level ``l`` undoes the tree's last ``l`` merges (as a cut of a dendrogram into
         ``l + 1`` clusters does): the roots of the forest left are the level's clusters.
         Merges are in the order they were made (the rows of ``tree_children``), so each
-        level splits the loosest remaining cluster -- unlike a fixed depth, which on an
+        level splits the cluster whose two halves share the fewest cells -- unlike a fixed depth, which on an
         unbalanced tree holds clusters of very different sizes. Nodes of the undone merges
         and nodes outside the tree get ``-1``.
         """
@@ -215,15 +290,15 @@ class HierarchicalGaussianMixturePrior(MixturePrior):
         return self.n_leaves
 
     @torch.no_grad()
-    def set_components(self, means, stds, weights, active) -> None:
-        """Write fitted leaves, rebuild the tree over the active ones by Ward linkage.
+    def set_components(self, means, stds, weights, active, responsibilities=None) -> None:
+        """Write fitted leaves, rebuild the tree over the active ones (:func:`merge_order`).
 
-        Internal nodes keep their derived means; with ``learn_scales`` their scales are
-        moment-matched to the union of their leaves (so the KL does not jump), and the leaves
-        take the fitted scales.
+        With the cells' ``responsibilities`` over the leaves (shape ``(n_cells, L)``, as an
+        EM refit has them) leaves that share cells merge first; without them (a start from
+        hard k-means / Leiden clusters) the closest leaves do. Internal nodes keep their
+        derived means; with ``learn_scales`` their scales are moment-matched to the union of
+        their leaves (so the KL does not jump), and the leaves take the fitted scales.
         """
-        from scipy.cluster.hierarchy import linkage
-
         L = self.n_leaves
         means = np.asarray(means, dtype=np.float64)
         stds = np.asarray(stds, dtype=np.float64)
@@ -234,13 +309,11 @@ class HierarchicalGaussianMixturePrior(MixturePrior):
             raise ValueError(f"A tree prior needs at least 2 active leaves, got {len(on)}.")
         dev = self.leaf_means.device
         self.leaf_means.copy_(torch.as_tensor(means, dtype=torch.float32, device=dev))
-        children = []
-        if len(on) > 1:
-            # Ward linkage on the active leaves: scipy's row j merges two nodes into m + j
-            merges = linkage(means[on], method="ward")[:, :2].astype(np.int64)
-            ids = np.concatenate([on, L + np.arange(len(on) - 1)])
-            children = ids[merges]
-        self.set_tree(np.asarray(children, dtype=np.int64).reshape(-1, 2))
+        resp = None if responsibilities is None else np.asarray(responsibilities)[:, on]
+        # row j of the merges makes node len(on) + j; map to the prior's node ids
+        ids = np.concatenate([on, L + np.arange(len(on) - 1)])
+        children = ids[merge_order(means[on], resp)]
+        self.set_tree(children)
         node_w = np.zeros(2 * L - 1)
         node_w[:L] = np.where(active, weights, 0.0)
         node_var = np.ones((2 * L - 1, means.shape[1]))
