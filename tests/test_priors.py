@@ -315,6 +315,18 @@ def test_merge_order_joins_components_that_share_cells_first():
         merge_order(pts, np.eye(3))
 
 
+def test_merge_order_counts_shared_cells_per_cell_of_the_pair():
+    """A (1,000 cells) and B (1,000) share 40 cells, A and the small C (50) share 25: the
+    entropy drops are 40 log 2 and 25 log 2, per cell of the pair 0.014 and 0.017, so C,
+    most of whose cells are shared, joins A first."""
+    resp = np.zeros((2050, 3))
+    resp[:1000, 0] = resp[1000:2000, 1] = resp[2000:, 2] = 1.0
+    resp[:40, :2] = 0.5  # 40 cells between A and B
+    resp[2000:2025, [0, 2]] = 0.5  # 25 of C's 50 cells between C and A
+    means = np.array([[0.0], [1.0], [9.0]])  # by distance, A and B would merge first
+    assert merge_order(means, resp)[0].tolist() == [0, 2]  # undivided: A and B (40 > 25)
+
+
 def test_em_refit_builds_the_tree_from_shared_cells():
     """The refit hands its responsibilities to the tree: the broad pair, farther apart than
     the tight pair, merges first (a tree from the means alone merges the tight pair)."""

@@ -54,6 +54,10 @@ def node_depths(children: np.ndarray) -> np.ndarray:
     return depth
 
 
+#: entropy drop per cell (nats) below which two nodes count as sharing no cells
+NO_SHARED_CELLS = 1e-6
+
+
 def _xlogx(p: np.ndarray) -> np.ndarray:
     return p * np.log(np.where(p > 0, p, 1.0))
 
@@ -115,7 +119,7 @@ def merge_order(means: np.ndarray, responsibilities: np.ndarray | None = None) -
     merges = []
     for new in range(m, 2 * m - 1):
         a, b = max(gain, key=gain.get)
-        if gain[a, b] <= 1e-6:  # no remaining pair shares cells: the closest means
+        if gain[a, b] <= NO_SHARED_CELLS:  # no remaining pair shares cells: closest means
             a, b = min(gain, key=lambda p: float(((node_mean[p[0]] - node_mean[p[1]]) ** 2).sum()))
         merges.append((a, b))
         node_mean[new] = 0.5 * (node_mean.pop(a) + node_mean.pop(b))
