@@ -327,6 +327,27 @@ def test_merge_order_counts_shared_cells_per_cell_of_the_pair():
     assert merge_order(means, resp)[0].tolist() == [0, 2]  # undivided: A and B (40 > 25)
 
 
+def test_merge_order_equals_a_brute_force_greedy_merge():
+    """Against the criterion computed in full on every cell (no floor, no skipped cells) on
+    soft assignments with tiny entries, as the tails of Gaussian responsibilities have."""
+    rng = np.random.default_rng(3)
+    resp = rng.dirichlet(np.full(6, 0.3), size=400) + 1e-9 * rng.random((400, 6))
+    resp /= resp.sum(1, keepdims=True)
+
+    def xlogx(p):
+        return p * np.log(p)
+
+    groups, expected = {k: resp[:, k] for k in range(6)}, []
+    for new in range(6, 11):
+        pairs = [(a, b) for a in groups for b in groups if a < b]
+        drop = [(xlogx(groups[a] + groups[b]) - xlogx(groups[a]) - xlogx(groups[b])).sum()
+                / (groups[a] + groups[b]).sum() for a, b in pairs]
+        a, b = pairs[int(np.argmax(drop))]
+        expected.append([a, b])
+        groups[new] = groups.pop(a) + groups.pop(b)
+    np.testing.assert_array_equal(merge_order(rng.normal(size=(6, 2)), resp), expected)
+
+
 def test_em_refit_builds_the_tree_from_shared_cells():
     """The refit hands its responsibilities to the tree: the broad pair, farther apart than
     the tight pair, merges first (a tree from the means alone merges the tight pair)."""
