@@ -245,9 +245,9 @@ class HierarchicalGaussianMixturePrior(MixturePrior):
         Level ``l`` undoes the tree's last ``l`` merges (as a cut of a dendrogram into
         ``l + 1`` clusters does): the roots of the forest left are the level's clusters.
         Merges are in the order they were made (the rows of ``tree_children``), so each
-        level splits the cluster whose two halves share the fewest cells -- unlike a fixed depth, which on an
-        unbalanced tree holds clusters of very different sizes. Nodes of the undone merges
-        and nodes outside the tree get ``-1``.
+        level splits the cluster whose two halves share the fewest cells -- unlike a fixed
+        depth, which on an unbalanced tree holds clusters of very different sizes. Nodes of
+        the undone merges and nodes outside the tree get ``-1``.
         """
         n_merges = self.n_levels
         if not 1 <= level <= n_merges:
