@@ -1,5 +1,5 @@
-"""Reliability (issue #5): no data loss, NaN stop, save/load, resume, reproducibility, query
-mapping, streaming from sparse / backed data.
+"""Reliability (issue #5): no data loss, NaN stop, resume, reproducibility, query mapping,
+streaming from sparse / backed data (save / load: ``test_save_load.py``).
 
 Everything trains tiny synthetic data (200 cells x 50 genes, a few epochs) except the query
 mapping test, which holds out one Kang sample (306 cells) from a 1,250-cell reference.
@@ -8,8 +8,6 @@ mapping test, which holds out one Kang sample (306 cells) from a 1,250-cell refe
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import warnings
 
 import anndata as ad
@@ -22,47 +20,28 @@ import torch
 
 import mixvi
 from mixvi.data import assert_unchanged, snapshot
-from mixvi.model._save_load import IncompatibleModelError
 from mixvi.train import NonFiniteLossError, ResumeCheckpoint
 
 from helpers import FAST_TRAIN, history, make_counts
+from tiny_models import (
+    QUIET,
+    assert_same_state,
+    model_state,
+    setup_tiny_model,
+    tiny_counts,
+    trained_and_saved,
+)
 
 torch.set_num_threads(1)  # 2 shared cores: one thread is faster and deterministic
-
-QUIET = {**FAST_TRAIN, "train_size": 1.0, "batch_size": 64}
-SCVI_KEYS = {"allowed_obs": ("_scvi_*",), "allowed_uns": ("_scvi_*",)}
-
-
-def _setup_model(adata, **kwargs) -> mixvi.MixVI:
-    mixvi.MixVI.setup_anndata(adata, layer="counts", batch_key="batch")
-    return mixvi.MixVI(adata, n_latent=4, n_hidden=16, n_components=3, **kwargs)
-
-
-def _tiny(seed: int = 0) -> ad.AnnData:
-    return make_counts(n_cells=200, n_genes=50, seed=seed)
-
-
-def _state(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
-
-
-def _assert_same_state(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), f"{k} differs"
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """A model trained 3 epochs, saved, with its data written to h5ad."""
-    scvi.settings.seed = 0
-    root = tmp_path_factory.mktemp("saved")
-    adata = _tiny()
-    model = _setup_model(adata)
-    model.train(max_epochs=3, prior_init_epoch=1, **QUIET)
-    model.save(root / "model", overwrite=True)
-    adata.write_h5ad(root / "data.h5ad")
-    return model, adata, root
+    return trained_and_saved(tmp_path_factory)
+
+
+SCVI_KEYS = {"allowed_obs": ("_scvi_*",), "allowed_uns": ("_scvi_*",)}
 
 
 # ------------------------------------------------------------------------------ reproducible
@@ -90,13 +69,13 @@ def test_same_seed_gives_bit_identical_training():
     runs = []
     for seed in (0, 0, 1):
         mixvi.settings.seed = seed
-        adata = _tiny()
-        model = _setup_model(adata)
+        adata = tiny_counts()
+        model = setup_tiny_model(adata)
         model.train(max_epochs=3, prior_init_epoch=1, **QUIET)
         z = model.get_latent_representation()
-        runs.append((_state(model), z, history(model, "elbo_train")))
+        runs.append((model_state(model), z, history(model, "elbo_train")))
     (s0, z0, h0), (s1, z1, h1), (s2, z2, _) = runs
-    _assert_same_state(s0, s1)
+    assert_same_state(s0, s1)
     np.testing.assert_array_equal(z0, z1)
     np.testing.assert_array_equal(h0, h1)
     assert not np.array_equal(z0, z2)  # the seed matters
@@ -112,7 +91,7 @@ def _inject(model, at_call: int, corrupt):
         out = original(*args, **kwargs)
         seen["calls"] += 1
         if seen["calls"] == at_call:
-            seen["state"] = _state(model)  # the weights the bad step would change
+            seen["state"] = model_state(model)  # the weights the bad step would change
             corrupt(out)
         return out
 
@@ -140,8 +119,8 @@ def _bad_kl(out):
 )
 def test_nonfinite_loss_stops_naming_term_and_keeps_last_weights(corrupt, term):
     scvi.settings.seed = 0
-    adata = _tiny()
-    model = _setup_model(adata)
+    adata = tiny_counts()
+    model = setup_tiny_model(adata)
     seen, original = _inject(model, at_call=9, corrupt=corrupt)  # epoch 2 (4 steps/epoch)
     with pytest.raises(NonFiniteLossError) as err:
         model.train(max_epochs=5, prior_init_epoch=1, **QUIET)
@@ -149,7 +128,7 @@ def test_nonfinite_loss_stops_naming_term_and_keeps_last_weights(corrupt, term):
     assert f"the {term} term" in msg and "epoch 2" in msg, msg
     assert "weights of the last completed step" in msg
     assert "plan_kwargs={'lr': 1e-4}" in msg and "gradient_clip_val" in msg  # a suggestion
-    _assert_same_state(seen["state"], _state(model))  # the bad step was not applied
+    assert_same_state(seen["state"], model_state(model))  # the bad step was not applied
     assert len(history(model, "elbo_train")) == 2  # the two completed epochs are kept
     assert not model.module.training  # ready for inference
     z = model.get_latent_representation()
@@ -165,15 +144,15 @@ def test_nonfinite_loss_stops_naming_term_and_keeps_last_weights(corrupt, term):
 
 def test_nonfinite_gradient_stops_before_the_step():
     scvi.settings.seed = 0
-    adata = _tiny()
-    model = _setup_model(adata)
+    adata = tiny_counts()
+    model = setup_tiny_model(adata)
     param = dict(model.module.named_parameters())["decoder.px_decoder.fc_layers.Layer 0.0.weight"]
     calls = {"n": 0, "state": None}
 
     def hook(grad):
         calls["n"] += 1
         if calls["n"] == 6:
-            calls["state"] = _state(model)
+            calls["state"] = model_state(model)
             return grad * float("nan")
         return grad
 
@@ -181,7 +160,7 @@ def test_nonfinite_gradient_stops_before_the_step():
     with pytest.raises(NonFiniteLossError, match=r"gradients of decoder\.px_decoder") as err:
         model.train(max_epochs=3, prior_init_epoch=1, **QUIET)
     assert "this step was not applied" in str(err.value)
-    _assert_same_state(calls["state"], _state(model))
+    assert_same_state(calls["state"], model_state(model))
 
 
 def test_every_train_call_trains_in_training_mode(saved, tmp_path):
@@ -215,7 +194,7 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, balance):
 
     def fresh():
         scvi.settings.seed = 0
-        return _setup_model(_tiny(), batch_balance_weight=balance)
+        return setup_tiny_model(tiny_counts(), batch_balance_weight=balance)
 
     full = fresh()
     full.train(max_epochs=4, callbacks=[ResumeCheckpoint(tmp_path / "full")], **kw)
@@ -230,109 +209,11 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, balance):
     assert resumed.trainer.current_epoch == 4
     assert resumed.trainer.global_step == full.trainer.global_step
     assert resumed.module.prior_layer.initialized
-    _assert_same_state(_state(full), _state(resumed))
+    assert_same_state(model_state(full), model_state(resumed))
     assert torch.equal(resumed.module.batch_balance.mass, full.module.batch_balance.mass)
     np.testing.assert_array_equal(
         history(resumed, "elbo_train"), history(full, "elbo_train")[2:]
     )
-
-
-# ------------------------------------------------------------------------------ save / load
-def test_save_writes_weights_registry_arguments_and_versions(saved):
-    model, _, root = saved
-    stored = torch.load(root / "model" / "model.pt", weights_only=False, map_location="cpu")
-    attrs = stored["attr_dict"]
-    assert attrs["mixvi_version_"] == mixvi.__version__
-    assert attrs["scvi_version_"] == scvi.__version__
-    assert attrs["registry_"]["model_name"] == "MixVI"
-    assert attrs["registry_"]["setup_args"]["layer"] == "counts"
-    assert attrs["registry_"]["setup_args"]["batch_key"] == "batch"
-    assert attrs["init_params_"]["non_kwargs"]["n_components"] == 3
-    assert attrs["init_params_"]["non_kwargs"]["n_latent"] == 4
-    state = stored["model_state_dict"]
-    for name, value in model.module.state_dict().items():
-        assert torch.equal(state[name], value.cpu()), name
-    assert bool(state["prior_layer.prior_initialized"])
-    assert list(stored["var_names"]) == list(model.adata.var_names)
-
-
-def _tamper(root, dst, change):
-    import shutil
-
-    shutil.copytree(root / "model", dst)
-    path = dst / "model.pt"
-    stored = torch.load(path, weights_only=False, map_location="cpu")
-    change(stored["attr_dict"])
-    torch.save(stored, path)
-    return dst
-
-
-@pytest.mark.parametrize(
-    ("change", "match"),
-    [
-        (lambda a: a.__setitem__("mixvi_version_", "99.0.0"),
-         r"saved by mixvi 99\.0\.0, incompatible with the installed mixvi "
-         r".*install mixvi==99\.0\.0"),
-        (lambda a: a.pop("mixvi_version_"), r"not saved by mixvi .*Retrain it with mixvi"),
-        (lambda a: a["registry_"].__setitem__("model_name", "MultiMixVI"),
-         r"holds a MultiMixVI model; load it with MultiMixVI\.load"),
-    ],
-    ids=["other-major-version", "no-version-stamp", "other-class"],
-)
-def test_load_refuses_incompatible_file(saved, tmp_path, change, match):
-    _, adata, root = saved
-    bad = _tamper(root, tmp_path / "bad", change)
-    with pytest.raises(IncompatibleModelError, match=match):
-        mixvi.MixVI.load(bad, adata=adata)
-
-
-def test_load_refuses_corrupt_missing_and_scvi_files(saved, tmp_path):
-    _, adata, root = saved
-    import shutil
-
-    shutil.copytree(root / "model", tmp_path / "cut")
-    data = (tmp_path / "cut" / "model.pt").read_bytes()
-    (tmp_path / "cut" / "model.pt").write_bytes(data[: len(data) // 3])
-    with pytest.raises(IncompatibleModelError, match=r"could not be read.*save the model again"):
-        mixvi.MixVI.load(tmp_path / "cut", adata=adata)
-    with pytest.raises(FileNotFoundError, match=r"No saved model at .*model\.save"):
-        mixvi.MixVI.load(tmp_path / "nowhere", adata=adata)
-    other = adata.copy()
-    scvi.model.SCVI.setup_anndata(other, layer="counts")
-    scvi.model.SCVI(other, n_hidden=8, n_latent=2).save(tmp_path / "scvi", overwrite=True)
-    with pytest.raises(IncompatibleModelError, match=r"holds a SCVI model; load it with SCVI"):
-        mixvi.MixVI.load(tmp_path / "scvi", adata=adata)
-    older = _tamper(
-        root, tmp_path / "older_scvi", lambda a: a.__setitem__("scvi_version_", "0.9.1")
-    )
-    with pytest.warns(UserWarning, match=r"saved with scvi-tools 0\.9\.1"):
-        mixvi.MixVI.load(older, adata=adata)
-
-
-_LOAD_SCRIPT = """
-import sys, numpy as np, torch, anndata as ad, mixvi
-torch.set_num_threads({threads})
-adata = ad.read_h5ad(sys.argv[2])
-model = mixvi.MixVI.load(sys.argv[1], adata=adata)
-np.save(sys.argv[3], model.get_latent_representation())
-np.save(sys.argv[4], model.get_cluster_assignments().filter(like="prob_").to_numpy())
-"""
-
-
-def test_load_in_new_process_gives_identical_latents(saved, tmp_path):
-    model, adata, root = saved
-    script = tmp_path / "load.py"
-    script.write_text(_LOAD_SCRIPT.format(threads=torch.get_num_threads()))
-    z_path, p_path = tmp_path / "z.npy", tmp_path / "p.npy"
-    proc = subprocess.run(
-        [sys.executable, str(script), str(root / "model"), str(root / "data.h5ad"),
-         str(z_path), str(p_path)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    np.testing.assert_array_equal(np.load(z_path), model.get_latent_representation())
-    probs = model.get_cluster_assignments().filter(like="prob_").to_numpy()
-    np.testing.assert_array_equal(np.load(p_path), probs)
 
 
 # ------------------------------------------------------------------------------ no data loss
@@ -356,7 +237,7 @@ def _rich(adata: ad.AnnData) -> ad.AnnData:
 
 def test_user_anndata_unchanged_through_setup_train_save_load_write(tmp_path):
     scvi.settings.seed = 0
-    adata = _rich(_tiny())
+    adata = _rich(tiny_counts())
     before = snapshot(adata)
     mixvi.MixVI.setup_anndata(adata, layer="counts", batch_key="batch")
     assert_unchanged(before, adata, **SCVI_KEYS)  # setup: scvi-tools' registry keys only
@@ -428,7 +309,7 @@ def test_query_mapping_kang_held_out_sample():
     mixvi.MixVI.setup_anndata(ref, layer="counts", batch_key="sample_id")
     model = mixvi.MixVI(ref, n_latent=10, n_hidden=64, n_components=5, encode_covariates=True)
     model.train(max_epochs=40, **{**QUIET, "batch_size": 128})
-    ref_state = _state(model)
+    ref_state = model_state(model)
     ref_latent = model.get_latent_representation()
     ref_prior = [p.detach().clone() for p in model.module.prior.parameters()]
 
@@ -437,7 +318,7 @@ def test_query_mapping_kang_held_out_sample():
     assert query_model.module.n_batch == 4
 
     # the reference is not retrained: its model, its latents and its mixture are unchanged
-    _assert_same_state(ref_state, _state(model))
+    assert_same_state(ref_state, model_state(model))
     for before, after in zip(ref_prior, query_model.module.prior.parameters(), strict=True):
         torch.testing.assert_close(after.detach(), before)
     enc = "z_encoder.encoder.fc_layers.Layer 0.0.weight"
@@ -482,7 +363,7 @@ def test_training_and_inference_never_densify_a_large_matrix(densify_log, monkey
     monkeypatch.setattr(_store, "DENSE_MAX_BYTES", 0)  # every matrix counts as large
     scvi.settings.seed = 0
     adata = make_counts(n_cells=300, n_genes=50)
-    model = _setup_model(adata)
+    model = setup_tiny_model(adata)
     densify_log.clear()
     model.train(max_epochs=2, prior_init_epoch=1, **QUIET)
     model.get_latent_representation(batch_size=50)
@@ -536,7 +417,7 @@ def test_setup_checks_use_bounded_memory():
 def test_backed_anndata_trains_and_infers(tmp_path, densify_log):
     """anndata.read_h5ad(path, backed="r") works: minibatches are read from disk."""
     scvi.settings.seed = 0
-    memory = _tiny()
+    memory = tiny_counts()
     memory.X = memory.layers.pop("counts")
     memory.write_h5ad(tmp_path / "d.h5ad")
     file_bytes = (tmp_path / "d.h5ad").read_bytes()
