@@ -8,6 +8,7 @@ import warnings
 import pytest
 import scvi
 from helpers import lognormalize, make_counts
+from tiny_models import trained_and_saved
 
 warnings.filterwarnings("ignore", module="lightning")
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -42,3 +43,9 @@ def kang():
 
         _KANG = lognormalize(mixvi.datasets.kang_pbmc_ifnb())
     return _KANG.copy()
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """(Per test module) a tiny model trained 3 epochs, saved, with its data written to h5ad."""
+    return trained_and_saved(tmp_path_factory)

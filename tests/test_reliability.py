@@ -29,16 +29,9 @@ from tiny_models import (
     model_state,
     setup_tiny_model,
     tiny_counts,
-    trained_and_saved,
 )
 
 torch.set_num_threads(1)  # 2 shared cores: one thread is faster and deterministic
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    """A model trained 3 epochs, saved, with its data written to h5ad."""
-    return trained_and_saved(tmp_path_factory)
 
 
 SCVI_KEYS = {"allowed_obs": ("_scvi_*",), "allowed_uns": ("_scvi_*",)}

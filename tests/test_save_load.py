@@ -1,5 +1,5 @@
 """Save / load (issue #5): what a saved model holds, files it refuses with the fix, and a load
-in a new process that gives identical latents."""
+in a new process that gives identical latents (the ``saved`` model: ``conftest.py``)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,7 @@ import torch
 import mixvi
 from mixvi.model._save_load import IncompatibleModelError
 
-from tiny_models import trained_and_saved
-
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    """A model trained 3 epochs, saved, with its data written to h5ad."""
-    return trained_and_saved(tmp_path_factory)
 
 
 # ------------------------------------------------------------------------------ save / load
