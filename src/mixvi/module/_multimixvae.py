@@ -15,9 +15,10 @@ from torch.distributions import Normal
 
 from mixvi.dataloaders import NONZERO_SUFFIX
 from mixvi.module._alignment import symmetric_categorical_kl, symmetric_kl
+from mixvi.module._babel import four_way_reconstruction
 from mixvi.module._batch_balance import BatchBalancePenalty
 from mixvi.module._keys import KL_Z_KEY, LIBRARY_KEY, QZ_KEY, Z_KEY
-from mixvi.module._likelihood import count_log_likelihood, peak_nll, subset_nonzero
+from mixvi.module._likelihood import peak_nll
 from mixvi.module._marginal import paired_log_likelihood
 from mixvi.module._prior_layer import PriorLayer
 from mixvi.module._sparse_encoder import SparseInputEncoder
@@ -404,30 +405,10 @@ class MultiMixVAE(BaseModuleClass):
         summed prior KL of the available posteriors, ``extra_metrics`` the batch means of
         each term, the alignment term and the mixture entropy.
         """
-        x, y = tensors[REGISTRY_KEYS.X_KEY], tensors[ATAC_X_KEY]
         inf = inference_outputs
         m_r, m_a = inf["has_rna"], inf["has_atac"]
         paired = m_r * m_a
-        n = x.shape[0]
-        nz = tensors.get(REGISTRY_KEYS.X_KEY + NONZERO_SUFFIX)
-        # the stacked [x; x]: the same entries, rows shifted by n
-        nz2 = None if nz is None else torch.cat([nz, nz + torch.tensor([[x.shape[0]], [0]], device=nz.device)], 1)
-        rna_nll = -count_log_likelihood(generative_outputs["px"], torch.cat([x, x]), nz2)
-        peaks = generative_outputs["cross_peaks"]
-        y_nz = tensors.get(ATAC_X_KEY + NONZERO_SUFFIX)
-        cross_nz = y_nz if peaks is None else subset_nonzero(y_nz, peaks, self.n_peaks)
-        # y[:, peaks] is only materialised when its values are needed
-        needs_y = cross_nz is None or self.atac_likelihood == "poisson"
-        y_cross = y if peaks is None else (y[:, peaks] if needs_y else None)
-        atac_cross = self._atac_nll(generative_outputs["atac_cross"], y_cross, cross_nz)
-        if peaks is not None:
-            atac_cross = atac_cross * (self.n_peaks / peaks.numel())
-        rec = {
-            "rna": rna_nll[:n] * m_r,
-            "atac": self._atac_nll(generative_outputs["atac_own"], y, y_nz) * m_a,
-            "rna_from_atac": self.cross_weight * rna_nll[n:] * paired,
-            "atac_from_rna": self.cross_weight * atac_cross * paired,
-        }
+        rec = four_way_reconstruction(self, tensors, inf, generative_outputs)
         labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
         qz_r, qz_a = inf["qz_rna"], inf["qz_atac"]
         if self.posterior == "mixture":

@@ -16,12 +16,10 @@ from typing import Literal
 
 from ._base import LatentPrior, gaussian_entropy, kl_diag_gaussians
 from ._fit import (
-    batch_balanced_knn,
     em_refit,
     expected_log_resp,
     initialize_from_latent,
     kmeans_assignments,
-    leiden_assignments,
     moment_match,
 )
 from ._gmm import GaussianMixturePrior, MixturePrior
@@ -31,6 +29,7 @@ from ._hierarchical import (
     merge_order,
     node_depths,
 )
+from ._leiden import batch_balanced_knn, leiden_assignments
 from ._normal import StandardNormalPrior
 
 PriorName = Literal["normal", "gmm", "hierarchical"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._leiden import leiden_assignments
+
 MIN_STD = 0.05
 
 
@@ -200,114 +202,6 @@ def initialize_from_latent(
     # a label without cells keeps its slot (its weight is the floor, not a k-means cluster)
     weights = np.where(active, np.maximum(weights, 1e-3), 0.0)
     prior.set_components(means, stds, weights / weights.sum(), active)
-    return assign
-
-
-# -- the number of components from the data -------------------------------------------------
-def batch_balanced_knn(
-    latent: np.ndarray, batch: np.ndarray | None = None, n_neighbors: int = 15
-):
-    """Symmetric kNN graph whose neighbours are drawn from every batch alike (as BBKNN).
-
-    Each cell gets ``ceil(n_neighbors / n_batches)`` (at least 2) nearest neighbours within
-    each batch, so a community is held together by similarity across batches, not by a
-    shared batch: a cell type seen in two batches is one community even where the latent
-    still separates the batches a little. Without ``batch`` (or with one batch) it is the
-    plain ``n_neighbors``-NN graph.
-
-    Parameters
-    ----------
-    latent
-        Points, shape ``(n_cells, d)``.
-    batch
-        Batch of each cell, shape ``(n_cells,)``.
-    n_neighbors
-        Neighbours per cell in all.
-
-    Returns
-    -------
-    scipy CSR adjacency ``(n_cells, n_cells)``, 0/1, symmetric, empty diagonal.
-    """
-    import scipy.sparse as sp
-    from sklearn.neighbors import NearestNeighbors
-
-    n = latent.shape[0]
-    batch = np.zeros(n, dtype=np.int64) if batch is None else np.asarray(batch)
-    groups = [np.where(batch == b)[0] for b in np.unique(batch)]
-    per = max(int(np.ceil(n_neighbors / len(groups))), 2)
-    rows, cols = [], []
-    for idx in groups:
-        k = min(per + 1, len(idx))  # + the cell itself, dropped below
-        _, found = NearestNeighbors(n_neighbors=k).fit(latent[idx]).kneighbors(latent)
-        rows.append(np.repeat(np.arange(n), k))
-        cols.append(idx[found].ravel())
-    rows, cols = np.concatenate(rows), np.concatenate(cols)
-    graph = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
-    graph.setdiag(0)
-    graph.eliminate_zeros()
-    return ((graph + graph.T) > 0).astype(np.float32).tocsr()
-
-
-def leiden_assignments(
-    latent: np.ndarray,
-    resolution: float = 1.0,
-    max_clusters: int | None = None,
-    min_size: int = 10,
-    batch: np.ndarray | None = None,
-    n_neighbors: int = 15,
-    seed: int = 0,
-) -> np.ndarray:
-    """Communities of the (batch-balanced) kNN graph of a latent, by scanpy's Leiden.
-
-    How many clusters the data holds is read from the data, as Leiden does, with Leiden's
-    ``resolution`` as the one knob (higher: more, smaller clusters). The graph is
-    :func:`batch_balanced_knn`, so batches do not count as clusters. Communities smaller
-    than ``min_size`` cells, and beyond the ``max_clusters`` largest, are not clusters of
-    their own: their cells join the community of the nearest centroid.
-
-    Parameters
-    ----------
-    latent
-        Posterior means, shape ``(n_cells, d)``.
-    resolution
-        Leiden's resolution parameter.
-    max_clusters
-        Most communities kept (the prior's capacity).
-    min_size
-        Fewest cells of a kept community.
-    batch
-        Batch of each cell (``None``: one batch).
-    n_neighbors
-        Neighbours per cell of the graph.
-    seed
-        Seed of Leiden.
-
-    Returns
-    -------
-    Integer array ``(n_cells,)`` with values ``0..K-1``, largest community first.
-    """
-    import anndata as ad
-    import scanpy as sc
-
-    graph = batch_balanced_knn(np.asarray(latent, dtype=np.float32), batch, n_neighbors)
-    holder = ad.AnnData(np.zeros((latent.shape[0], 0), dtype=np.float32))
-    sc.tl.leiden(holder, resolution=resolution, adjacency=graph, random_state=seed,
-                 flavor="igraph", n_iterations=2, directed=False)
-    codes = holder.obs["leiden"].astype(int).to_numpy()
-    sizes = np.bincount(codes)
-    order = np.argsort(-sizes, kind="stable")
-    kept = [c for c in order if sizes[c] >= min_size][: max_clusters or len(order)]
-    if not kept:
-        kept = [order[0]]
-    new = {c: i for i, c in enumerate(kept)}
-    assign = np.array([new.get(c, -1) for c in codes])
-    orphans = assign < 0
-    if orphans.any():
-        onehot = np.zeros((len(assign), len(kept)))
-        onehot[~orphans, assign[~orphans]] = 1.0
-        centres, _, _ = moment_match(latent, None, onehot)
-        dist = ((latent[orphans, None] - centres[None]) ** 2).sum(-1)
-        assign[orphans] = dist.argmin(1)
     return assign
 
 
