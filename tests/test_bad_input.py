@@ -1,170 +1,51 @@
-"""Bad input fails at the entry points, with a message naming the problem and the fix (issue #5).
+"""Bad AnnData input fails at the entry points, with a message naming the problem and the fix
+(issue #5).
 
 One table (``CASES``) drives the test: each row calls a public entry point --
 ``MixVI.setup_anndata``, ``MixVI(...)``, ``MixVI.load`` / ``load_query_data``, inference on
-new data, ``MultiMixVI.setup_mudata`` / ``MultiMixVI(...)`` / ``MultiMixVI.load`` -- on one
-wrong input and asserts the error type and message. The checks themselves
-(``mixvi.data``) are unit-tested in ``test_validation.py``; here we check that the models
-call them before anything reaches torch.
+new data -- on one wrong input and asserts the error type and message; the MuData entry points
+have their table in ``test_bad_input_mudata.py``. The checks themselves (``mixvi.data``) are
+unit-tested in ``test_validation.py``; here we check that the models call them before anything
+reaches torch.
 """
 
 from __future__ import annotations
 
-import functools
-import tempfile
 import warnings
-from pathlib import Path
 
 import anndata as ad
-import mudata as md
 import numpy as np
-import pandas as pd
 import pytest
-import scipy.sparse as sp
-import scvi
-import torch
+from bad_inputs import (  # noqa: F401  (limited_memory: a fixture, used by name)
+    FAST_TRAIN,
+    N_CELLS,
+    create,
+    dense,
+    huge_dense,
+    latent_mixvi,
+    limited_memory,
+    load_mixvi,
+    lognorm,
+    mudata,
+    nan_batch_mudata,
+    poke,
+    query_mixvi,
+    query_mixvi_from_folder,
+    raises_clearly,
+    renamed,
+    rna,
+    set_obs,
+    setup,
+    setup_mu,
+    with_layer,
+    with_unknown,
+)
 
 import mixvi
 from mixvi.data import DenseMatrixTooLargeError
-from mixvi.data import _matrix
-from mixvi.model._save_load import SafeSaveLoadMixin
 
-from helpers import FAST_TRAIN, make_counts
-
-torch.set_num_threads(1)
-
-N_CELLS, N_GENES, N_PEAKS = 60, 20, 30
-QUIET = {**FAST_TRAIN, "train_size": 1.0}
-
-
-# ------------------------------------------------------------------------------ inputs
-def rna(**kwargs) -> ad.AnnData:
-    return make_counts(n_cells=N_CELLS, n_genes=N_GENES, **kwargs)
-
-
-def with_layer(adata: ad.AnnData, values, layer: str | None = "counts") -> ad.AnnData:
-    M = sp.csr_matrix(np.asarray(values, dtype=np.float32))
-    if layer is None:
-        adata.X = M
-    else:
-        adata.layers[layer] = M
-    return adata
-
-
-def dense(adata: ad.AnnData) -> np.ndarray:
-    return adata.layers["counts"].toarray()
-
-
-def lognorm(adata: ad.AnnData) -> np.ndarray:
-    c = dense(adata)
-    return np.log1p(c / c.sum(1, keepdims=True) * 1e4)
-
-
-def poke(adata: ad.AnnData, value: float, layer: str | None = "counts") -> ad.AnnData:
-    c = dense(adata)
-    c[3, 2] = value
-    return with_layer(adata, c, layer)
-
-
-def set_obs(adata, key, values):
-    adata.obs[key] = pd.Categorical(values)
-    return adata
-
-
-def mudata(rna_mod=None, atac_mod=None, names=("rna", "atac")) -> md.MuData:
-    r = rna() if rna_mod is None else rna_mod
-    if atac_mod is None:
-        atac_mod = make_counts(n_cells=N_CELLS, n_genes=N_PEAKS, seed=1)
-        atac_mod.var_names = [f"chr1:{i * 100}-{i * 100 + 50}" for i in range(N_PEAKS)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return md.MuData(dict(zip(names, (r, atac_mod))))
-
-
-def atac_with(change) -> md.MuData:
-    m = mudata()
-    change(m.mod["atac"])
-    return m
-
-
-def huge_dense() -> ad.AnnData:
-    # 10^6 x 10^4 float32 = 40 GB, a broadcast view of one value: no memory used
-    return ad.AnnData(X=np.broadcast_to(np.float32(0), (10**6, 10**4)))
-
-
-# ------------------------------------------------------------------------------ trained models
-@functools.lru_cache(maxsize=1)
-def trained_mixvi() -> tuple[mixvi.MixVI, Path]:
-    scvi.settings.seed = 0
-    adata = rna()
-    mixvi.MixVI.setup_anndata(adata, layer="counts", batch_key="batch")
-    model = mixvi.MixVI(adata, n_latent=2, n_hidden=8, n_components=2)
-    model.train(max_epochs=1, prior_init_epoch=1, **QUIET)
-    path = Path(tempfile.mkdtemp(prefix="mixvi_bad_input_")) / "model"
-    model.save(path, overwrite=True)
-    return model, path
-
-
-@functools.lru_cache(maxsize=1)
-def trained_multimixvi() -> tuple[mixvi.MultiMixVI, Path]:
-    scvi.settings.seed = 0
-    m = mudata()
-    mixvi.MultiMixVI.setup_mudata(m, batch_key="rna:batch")
-    model = mixvi.MultiMixVI(m, n_latent=2, n_hidden=8, n_components=2)
-    model.train(max_epochs=1, **QUIET)
-    path = Path(tempfile.mkdtemp(prefix="mixvi_bad_input_")) / "multi"
-    model.save(path, overwrite=True)
-    return model, path
-
-
-def load_mixvi(adata):
-    return mixvi.MixVI.load(str(trained_mixvi()[1]), adata=adata)
-
-
-def query_mixvi(adata):
-    return mixvi.MixVI.load_query_data(adata, trained_mixvi()[0])
-
-
-def query_mixvi_from_folder(adata):
-    return mixvi.MixVI.load_query_data(adata, str(trained_mixvi()[1]))
-
-
-def latent_mixvi(adata):
-    return trained_mixvi()[0].get_latent_representation(adata)
-
-
-def load_multi(mdata):
-    return mixvi.MultiMixVI.load(str(trained_multimixvi()[1]), adata=mdata)
-
-
-def latent_multi(mdata):
-    return trained_multimixvi()[0].get_latent_representation(mdata)
-
-
-def setup(adata, **kwargs):
-    kwargs = {"layer": "counts", "batch_key": "batch", **kwargs}
-    return mixvi.MixVI.setup_anndata(adata, **kwargs)
-
-
-def setup_mu(mdata, **kwargs):
-    return mixvi.MultiMixVI.setup_mudata(mdata, **kwargs)
-
-
-def create(adata, setup_kwargs=None, **model_kwargs):
-    setup(adata, **(setup_kwargs or {}))
-    return mixvi.MixVI(adata, **model_kwargs)
-
-
-def with_unknown(adata, labels):
-    return set_obs(adata, "ct", labels)
-
-
-MULTI_SAVE_LOAD = pytest.mark.xfail(
-    not issubclass(mixvi.MultiMixVI, SafeSaveLoadMixin),
-    reason="MultiMixVI does not use SafeSaveLoadMixin yet: scvi-tools only warns on other "
-    "features (see the change proposed for MultiMixVI in issue #5)",
-    strict=True,
-)
+# the dense case must fail the same way on a big machine: pretend 16 GB are available
+pytestmark = pytest.mark.usefixtures("limited_memory")
 
 # (call, error type, message regex); ids name the problem
 CASES = [
@@ -248,14 +129,14 @@ CASES = [
     ),
     # -- inputs users hit ----------------------------------------------------------------
     pytest.param(
-        lambda: setup(_renamed(rna(), obs=lambda n: ["c0", "c0", "c1"] + n[3:])),
+        lambda: setup(renamed(rna(), obs=lambda n: ["c0", "c0", "c1"] + n[3:])),
         ValueError,
         r"The RNA data has 1 duplicated cell name\(s\) \(\['c0'\]\).*"
         r"adata\.obs_names_make_unique\(\)",
         id="setup_anndata-duplicate-cell-names",
     ),
     pytest.param(
-        lambda: setup(_renamed(rna(), var=lambda n: ["g"] * 3 + n[3:])),
+        lambda: setup(renamed(rna(), var=lambda n: ["g"] * 3 + n[3:])),
         ValueError,
         r"duplicated feature name\(s\) \(\['g'\]\).*adata\.var_names_make_unique\(\)",
         id="setup_anndata-duplicate-gene-names",
@@ -280,13 +161,13 @@ CASES = [
         id="setup_anndata-no-genes",
     ),
     pytest.param(
-        lambda: setup_mu(mudata(rna_mod=_renamed(rna(), var=lambda n: ["g"] * 2 + n[2:]))),
+        lambda: setup_mu(mudata(rna_mod=renamed(rna(), var=lambda n: ["g"] * 2 + n[2:]))),
         ValueError,
         r"duplicated feature name.*var_names_make_unique",
         id="setup_mudata-duplicate-gene-names",
     ),
     pytest.param(
-        lambda: setup_mu(_nan_batch_mudata(), batch_key="batch"),
+        lambda: setup_mu(nan_batch_mudata(), batch_key="batch"),
         ValueError,
         r"batch_key='batch'.*has 3 missing \(NaN\) value",
         id="setup_mudata-nan-in-batch",
@@ -406,138 +287,12 @@ CASES = [
         r"layer='counts' is not in adata\.layers.*Available layers: none",
         id="get_latent_representation-no-counts-layer",
     ),
-    # -- MuData --------------------------------------------------------------------------
-    pytest.param(
-        lambda: setup_mu(rna()),
-        TypeError,
-        r"Expected a MuData object, got AnnData.*mixvi\.MixVI",
-        id="setup_mudata-not-a-mudata",
-    ),
-    pytest.param(
-        lambda: setup_mu(mudata(names=("rna", "ATAC_peaks"))),
-        KeyError,
-        r"no modality 'atac'.*Available modalities \(mdata\.mod\): \['rna', 'ATAC_peaks'\].*"
-        r"modalities=",
-        id="setup_mudata-missing-modality",
-    ),
-    pytest.param(
-        lambda: setup_mu(mudata(), modalities={"rna": "rna", "atac": "atak"}),
-        KeyError,
-        r"no modality 'atak'.*Did you mean 'atac'\?",
-        id="setup_mudata-misspelt-modality",
-    ),
-    pytest.param(
-        lambda: setup_mu(
-            mudata(atac_mod=_renamed_atac(lambda n: n[:50] + [f"x{i}" for i in range(10)]))
-        ),
-        ValueError,
-        r"different cells: 10 of 60 rna cells are missing from atac.*50 are shared",
-        id="setup_mudata-cells-differ",
-    ),
-    pytest.param(
-        lambda: setup_mu(_reordered_mudata()),
-        ValueError,
-        r"same 60 cells but in a different order.*atac = atac\[rna\.obs_names\]",
-        id="setup_mudata-cells-in-other-order",
-    ),
-    pytest.param(
-        lambda: setup_mu(atac_with(lambda a: poke(a, 0.5))),
-        ValueError,
-        r"ATAC matrix \(adata\.layers\['counts'\].*non-integer",
-        id="setup_mudata-non-integer-atac",
-    ),
-    pytest.param(
-        lambda: setup_mu(mudata(rna_mod=poke(rna(), np.nan))),
-        ValueError,
-        r"RNA matrix.*1 NaN",
-        id="setup_mudata-nan-rna",
-    ),
-    pytest.param(
-        lambda: setup_mu(atac_with(lambda a: a.layers.pop("counts"))),
-        KeyError,
-        r"layer='counts' is not in adata\.layers.*Available layers: none",
-        id="setup_mudata-missing-atac-layer",
-    ),
-    pytest.param(
-        lambda: setup_mu(mudata(), batch_key="Batch"),
-        KeyError,
-        r"batch_key='Batch' is not a column.*Did you mean 'batch'\?",
-        id="setup_mudata-misspelt-batch-key",
-    ),
-    pytest.param(
-        lambda: setup_mu(mudata(rna_mod=with_unknown(rna(), ["T", "Unknown"] * 30)),
-                         labels_key="ct"),
-        ValueError,
-        r"labels_key='ct'.*only 1 category.*at least 2",
-        id="setup_mudata-labels-one-category",
-    ),
-    pytest.param(
-        lambda: (setup_mu(m := mudata()), mixvi.MultiMixVI(m, n_components=61)),
-        ValueError,
-        r"n_components=61 exceeds the number of cells \(60\)",
-        id="MultiMixVI-n_components-gt-cells",
-    ),
-    pytest.param(
-        lambda: load_multi(atac_with(lambda a: _reverse_vars(a))),
-        ValueError,
-        r"peaks but in a different order",
-        id="MultiMixVI.load-peaks-in-other-order",
-        marks=MULTI_SAVE_LOAD,
-    ),
-    pytest.param(
-        lambda: latent_multi(atac_with(lambda a: _reverse_vars(a))),
-        ValueError,
-        r"peaks but in a different order",
-        id="MultiMixVI-latent-peaks-in-other-order",
-        marks=MULTI_SAVE_LOAD,
-    ),
 ]
-
-
-def _renamed(adata: ad.AnnData, obs=None, var=None) -> ad.AnnData:
-    if obs is not None:
-        adata.obs_names = obs(list(adata.obs_names))
-    if var is not None:
-        adata.var_names = var(list(adata.var_names))
-    return adata
-
-
-def _nan_batch_mudata() -> md.MuData:
-    m = mudata()
-    m.obs["batch"] = pd.Categorical([None] * 3 + ["a", "b"] * ((N_CELLS - 3) // 2) + ["a"])
-    return m
-
-
-def _renamed_atac(rename) -> ad.AnnData:
-    a = make_counts(n_cells=N_CELLS, n_genes=N_PEAKS, seed=1)
-    a.var_names = [f"chr1:{i * 100}-{i * 100 + 50}" for i in range(N_PEAKS)]
-    a.obs_names = rename(list(a.obs_names))
-    return a
-
-
-def _reordered_mudata() -> md.MuData:
-    m = mudata()
-    # MuData aligns modalities by name on construction: reorder one modality afterwards
-    m.mod["atac"] = m.mod["atac"][::-1].copy()
-    return m
-
-
-def _reverse_vars(a: ad.AnnData) -> None:
-    a._inplace_subset_var(a.var_names[::-1])
-
-
-@pytest.fixture(autouse=True)
-def _limited_memory(monkeypatch):
-    # the dense case must fail the same way on a big machine: pretend 16 GB are available
-    monkeypatch.setattr(_matrix, "_available_memory_bytes", lambda: 16 * 10**9)
 
 
 @pytest.mark.parametrize(("call", "error", "match"), CASES)
 def test_bad_input_raises_clear_error(call, error, match):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # e.g. scvi-tools' own warnings on the way
-        with pytest.raises(error, match=match):
-            call()
+    raises_clearly(call, error, match)
 
 
 def test_errors_are_raised_before_registration():
