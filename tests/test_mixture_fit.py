@@ -282,6 +282,31 @@ def test_batch_balanced_graph_does_not_count_batches_as_clusters():
     assert balanced.max() + 1 == 2 and adjusted_rand_score(types, balanced) == 1.0
 
 
+def test_number_of_clusters_does_not_depend_on_the_number_of_batches():
+    """Batch labels drawn at random carry no batch effect, so they must not change the graph's
+    density or the number of Leiden clusters: 6 groups stay 6 with 1, 3 or 100 batches (a
+    fixed 2 neighbours per batch gave each cell 200 neighbours with 100 batches, and Leiden
+    merged the 6 groups into 3)."""
+    from mixvi.priors import batch_balanced_knn
+
+    rng = np.random.default_rng(0)
+    n, n_types = 1200, 6
+    types = rng.integers(0, n_types, n)
+    centres = 2.5 * rng.standard_normal((n_types, 8))
+    latent = centres[types] + rng.standard_normal((n, 8))
+    from sklearn.metrics import adjusted_rand_score
+
+    for n_batches in (1, 3, 100):
+        batch = rng.integers(0, n_batches, n)
+        graph = batch_balanced_knn(latent, batch, n_neighbors=15)
+        degree = np.diff(graph.indptr)
+        # 15 chosen + the cells that chose it (the union of both directions)
+        assert degree.min() >= 15 and degree.mean() < 30, n_batches
+        found = leiden_assignments(latent, 1.0, batch=batch)
+        assert found.max() + 1 == n_types, n_batches
+        assert adjusted_rand_score(types, found) > 0.95, n_batches
+
+
 def test_integrated_responsibilities_are_calibrated_and_bins_monotone():
     """Cells from two overlapping components, each posterior mean a noisy copy of its z:
     p(c | mu) = pi_c N(mu; m_c, s_c^2 + sigma^2) exactly, so the uncertainty-integrated
