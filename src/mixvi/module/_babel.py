@@ -17,8 +17,6 @@ from mixvi.module._likelihood import count_log_likelihood, subset_nonzero
 if TYPE_CHECKING:
     from mixvi.module._multimixvae import MultiMixVAE
 
-ATAC_X_KEY = REGISTRY_KEYS.ATAC_X_KEY
-
 
 def four_way_reconstruction(
     module: MultiMixVAE,
@@ -44,16 +42,17 @@ def four_way_reconstruction(
     cross terms weighted by ``module.cross_weight`` and masked to paired cells. The ATAC
     cross term on a random subset of peaks is rescaled to all peaks.
     """
-    x, y = tensors[REGISTRY_KEYS.X_KEY], tensors[ATAC_X_KEY]
+    x, y = tensors[REGISTRY_KEYS.X_KEY], tensors[REGISTRY_KEYS.ATAC_X_KEY]
     m_r, m_a = inference_outputs["has_rna"], inference_outputs["has_atac"]
     paired = m_r * m_a
     n = x.shape[0]
     nz = tensors.get(REGISTRY_KEYS.X_KEY + NONZERO_SUFFIX)
-    # the stacked [x; x]: the same entries, rows shifted by n
-    nz2 = None if nz is None else torch.cat([nz, nz + torch.tensor([[n], [0]], device=nz.device)], 1)
+    nz2 = None
+    if nz is not None:  # the stacked [x; x]: the same entries, rows shifted by n
+        nz2 = torch.cat([nz, nz + torch.tensor([[n], [0]], device=nz.device)], 1)
     rna_nll = -count_log_likelihood(generative_outputs["px"], torch.cat([x, x]), nz2)
     peaks = generative_outputs["cross_peaks"]
-    y_nz = tensors.get(ATAC_X_KEY + NONZERO_SUFFIX)
+    y_nz = tensors.get(REGISTRY_KEYS.ATAC_X_KEY + NONZERO_SUFFIX)
     cross_nz = y_nz if peaks is None else subset_nonzero(y_nz, peaks, module.n_peaks)
     # y[:, peaks] is only materialised when its values are needed
     needs_y = cross_nz is None or module.atac_likelihood == "poisson"
