@@ -16,6 +16,7 @@ from mixvi.priors import (
     em_refit,
     expected_log_resp,
     leiden_assignments,
+    refit_at_communities,
 )
 
 from helpers import FAST_TRAIN, history, make_counts
@@ -63,6 +64,33 @@ def test_auto_initialisation_switches_off_unneeded_components():
     assert np.linalg.norm(means[:, None] - centres[None], axis=-1).min(1).max() < 0.5
     resp = prior.responsibilities(torch.as_tensor(latent, dtype=torch.float32))
     assert float(resp[:, ~prior.active].sum()) == 0.0  # switched-off components take no cells
+
+
+def test_refit_rereads_communities_and_keeps_component_identities():
+    """A mixture that covers four groups with two components (as one read from a warm-up
+    latent, before two of its groups came apart) gets one component per group, and each
+    old component keeps its slot on one of the groups it covered."""
+    latent, latent_var, truth, centres = _blobs(sizes=(200, 200, 200, 200))
+    prior = GaussianMixturePrior(8, 10)
+    means = np.zeros((10, 8))
+    means[5], means[8] = centres[:2].mean(0), centres[2:].mean(0)
+    active = np.zeros(10, dtype=bool)
+    active[[5, 8]] = True
+    weights = np.where(active, 0.5, 0.0)
+    prior.set_components(means, np.full((10, 8), 6.0), weights, active)
+    n_active = refit_at_communities(prior, latent, latent_var, resolution=1.0)
+    assert n_active == prior.n_active == 4
+    resp = prior.responsibilities(torch.as_tensor(latent, dtype=torch.float32)).detach().numpy()
+    cluster = resp.argmax(1)
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score(truth, cluster) == 1.0
+    slot_of_group = [np.bincount(cluster[truth == g]).argmax() for g in range(4)]
+    assert 5 in slot_of_group[:2] and 8 in slot_of_group[2:]
+    # a refit on an unchanged latent finds the same communities in the same slots
+    refit_at_communities(prior, latent, latent_var, resolution=1.0)
+    again = prior.responsibilities(torch.as_tensor(latent, dtype=torch.float32)).detach().numpy()
+    assert np.array_equal(again.argmax(1), cluster)
 
 
 def test_em_refit_moves_components_onto_the_cells_and_never_lowers_the_bound():
@@ -143,10 +171,9 @@ def test_training_chooses_k_refits_and_reports_it():
     assert model.module.prior.n_components == 30  # capacity: one per 20 cells
     model.train(max_epochs=40, **FAST_TRAIN)
     active = history(model, "n_components_active_train")
-    # fitted at the end of the KL warm-up (epoch 10), K read from the data, then components
-    # that EM drives onto the same cells are merged
+    # fitted at the end of the KL warm-up (epoch 10), K read from the data (and re-read at
+    # each refit)
     assert (active[:10] == 30).all() and (active[10:] < 30).all()
-    assert np.all(np.diff(active[10:]) <= 0)
     assert model.module.prior.n_active == 4  # the four cell types
     summary = model.mixture_summary()
     assert len(summary) == model.module.prior.n_active
@@ -160,6 +187,39 @@ def test_training_chooses_k_refits_and_reports_it():
         mixvi.MixVI(adata, n_components="many")
     with pytest.raises(ValueError, match="resolution must be"):
         mixvi.MixVI(adata, resolution=0.0)
+
+
+@pytest.mark.parametrize("n_components, reread, expected_calls", [
+    ("auto", True, 9),  # the refits of epochs 4-11 and the final one
+    ("auto", None, 0),  # the default
+    (4, True, 0),  # a fixed number of components is not re-read
+])
+def test_refits_reread_the_communities_only_with_auto_k(monkeypatch, n_components, reread,
+                                                        expected_calls):
+    import mixvi.train._mixture_fit as mixture_fit
+
+    calls = []
+    real = mixture_fit.refit_at_communities
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs["batch"].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mixture_fit, "refit_at_communities", counted)
+    scvi.settings.seed = 0
+    adata = make_counts(n_cells=300, n_genes=150, n_types=3, batch_shift=0.2)
+    mixvi.MixVI.setup_anndata(adata, layer="counts", batch_key="batch")
+    model = mixvi.MixVI(adata, n_latent=4, n_hidden=16, n_components=n_components)
+    # 12 epochs: warm-up and first fit at epoch 3, a refit every epoch after it
+    plan_kwargs = {} if reread is None else {"reread_clusters": reread}
+    model.train(max_epochs=12, plan_kwargs=plan_kwargs, **FAST_TRAIN)
+    assert len(calls) == expected_calls
+    # each re-read sees every training cell with its batch (for the batch-balanced graph)
+    n_train = round(0.9 * adata.n_obs)
+    assert all(shape == (n_train,) for shape in calls)
+    active = history(model, "n_components_active_train")
+    if reread is None:  # EM alone can merge and prune, never add
+        assert np.all(np.diff(active[3:]) <= 0)
 
 
 def test_batch_mutual_information_matches_the_closed_form():

@@ -21,6 +21,7 @@ from ._fit import (
     initialize_from_latent,
     kmeans_assignments,
     moment_match,
+    refit_at_communities,
 )
 from ._gmm import GaussianMixturePrior, MixturePrior
 from ._hierarchical import (
@@ -88,6 +89,7 @@ __all__ = [
     "leiden_assignments",
     "kmeans_assignments",
     "moment_match",
+    "refit_at_communities",
     "make_prior",
     "PRIORS",
     "PriorName",

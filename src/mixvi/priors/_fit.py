@@ -130,6 +130,7 @@ def initialize_from_latent(
     resolution: float | None = None,
     min_size: int = 10,
     batch: np.ndarray | None = None,
+    align_to: np.ndarray | None = None,
 ) -> np.ndarray:
     """Place the components of ``prior`` on clusters of an (early) latent.
 
@@ -163,6 +164,11 @@ def initialize_from_latent(
         Smallest Leiden community kept as a component.
     batch
         Batch of each cell, for the batch-balanced Leiden graph.
+    align_to
+        With ``resolution``: each cell's current component, shape ``(n_cells,)``. Each
+        community then takes the slot of the component it shares most cells with (one slot
+        each, :func:`scipy.optimize.linear_sum_assignment`), so a refit keeps the components'
+        identities -- and what a mixture posterior's ``q(c|x)`` has learnt of them.
 
     Returns
     -------
@@ -191,10 +197,15 @@ def initialize_from_latent(
                 batch=None if batch is None else np.asarray(batch)[pool], seed=seed,
             )
             n_found = int(communities.max()) + 1
+            slot = np.arange(n_found)
+            if align_to is not None:
+                current = np.asarray(align_to)[pool] - n_label_components
+                slot = _slots_by_overlap(communities, current, room)
             free_assign = np.full(latent.shape[0], -1)
-            free_assign[pool] = communities + n_label_components
+            free_assign[pool] = slot[communities] + n_label_components
             assign[~known] = free_assign[~known]
-            active[n_label_components + n_found :] = False
+            active[n_label_components:] = False
+            active[n_label_components + slot] = True
         active[: max(n_label_components, 0)] = True
         if active.sum() < prior.min_active:
             active[: prior.min_active] = True
@@ -203,6 +214,72 @@ def initialize_from_latent(
     weights = np.where(active, np.maximum(weights, 1e-3), 0.0)
     prior.set_components(means, stds, weights / weights.sum(), active)
     return assign
+
+
+def _slots_by_overlap(communities: np.ndarray, current: np.ndarray, n_slots: int) -> np.ndarray:
+    """Slot of each community: distinct slots, as many shared cells as possible with the
+    slot's current component (``current``: ``0..n_slots-1``, other values belong to none)."""
+    from scipy.optimize import linear_sum_assignment
+
+    n_found = int(communities.max()) + 1
+    mine = (current >= 0) & (current < n_slots)
+    overlap = np.zeros((n_found, n_slots))
+    np.add.at(overlap, (communities[mine], current[mine]), 1.0)
+    rows, cols = linear_sum_assignment(overlap, maximize=True)
+    slot = np.empty(n_found, dtype=np.int64)
+    slot[rows] = cols
+    return slot
+
+
+def refit_at_communities(
+    prior,
+    latent: np.ndarray,
+    latent_var: np.ndarray,
+    component: np.ndarray | None = None,
+    n_label_components: int = 0,
+    resolution: float = 1.0,
+    batch: np.ndarray | None = None,
+    seed: int = 0,
+) -> int:
+    """Re-read the clusters from the current latent: place the free components on its Leiden
+    communities again, each community in the slot of the component it overlaps most.
+
+    The number of components is read from the latent at the end of the KL warm-up; the
+    latent goes on changing, and EM can move, merge or drop components but not add one where
+    a group of cells has become a community of its own. Re-placed before each refit (the
+    training plan's ``reread_clusters=True``), the mixture stays on the communities of the
+    latent it is trained with, the last refit on those of the trained latent; the EM refit
+    (:func:`em_refit`) then fits the Gaussians to them.
+
+    Parameters
+    ----------
+    prior
+        A :class:`~mixvi.priors.MixturePrior`.
+    latent, latent_var
+        Posterior means and variances, ``(n_cells, d)``.
+    component
+        Known component per cell (``-1`` unknown), ``(n_cells,)``.
+    n_label_components
+        Components tied to labels (kept on their labelled cells).
+    resolution
+        Leiden's resolution.
+    batch
+        Batch of each cell, for the batch-balanced graph.
+    seed
+        Seed of Leiden.
+
+    Returns
+    -------
+    The number of components in use afterwards.
+    """
+    means, stds, weights, active = prior.free_components()
+    on = np.where(active)[0]
+    log_r = expected_log_resp(np.asarray(latent, np.float64), np.asarray(latent_var, np.float64),
+                              np.log(np.maximum(weights[on], 1e-300)), means[on], stds[on] ** 2)
+    current = on[log_r.argmax(1)]
+    initialize_from_latent(prior, latent, component, seed, latent_var, n_label_components,
+                           resolution, batch=batch, align_to=current)
+    return prior.n_active
 
 
 # -- EM on the aggregated posterior ---------------------------------------------------------

@@ -14,14 +14,14 @@ import numpy as np
 import torch
 from scvi import REGISTRY_KEYS, settings
 
-from mixvi.priors import em_refit
+from mixvi.priors import em_refit, refit_at_communities
 
 
 class MixtureFitMixin:
     """Initialisation and EM refits of ``self.module.prior_layer`` (a training-plan mixin).
 
     The host sets ``n_prior_init_cells``, ``refit_every``, ``n_refit_iter``,
-    ``min_component_fraction`` and ``prior_init_epoch``.
+    ``min_component_fraction``, ``prior_init_epoch`` and ``reread_clusters``.
     """
 
     #: history of the fits: ``[(epoch, kind, n_active), ...]``
@@ -54,9 +54,16 @@ class MixtureFitMixin:
 
     @torch.no_grad()
     def refit_prior(self, n_iter: int | None = None, kind: str = "refit") -> dict:
-        """EM steps of the mixture on the current posteriors (see :func:`mixvi.priors.em_refit`)."""
+        """EM steps of the mixture on the current posteriors (see :func:`mixvi.priors.em_refit`),
+        with ``n_components="auto"`` and ``reread_clusters`` started from the Leiden
+        communities of the current latent (:func:`mixvi.priors.refit_at_communities`)."""
         layer = self.module.prior_layer
         latent, latent_var, components = self._collect_latent()
+        if layer.resolution is not None and self.reread_clusters:
+            refit_at_communities(
+                layer.prior, latent, latent_var, components, layer.n_label_components,
+                layer.resolution, batch=self._collected_batch, seed=settings.seed or 0,
+            )
         stats = em_refit(
             layer.prior, latent, latent_var, components, layer.n_label_components,
             n_iter=n_iter or self.n_refit_iter, min_fraction=self.min_component_fraction,

@@ -28,7 +28,9 @@ class MixTrainingPlan(MixtureFitMixin, TrainingPlan):
     * every ``refit_every`` epochs after that, and once more at the end of training,
       EM steps of the mixture on the current posteriors (components that hold less than
       ``min_component_fraction`` of the cells are switched off), so that the components
-      stay on the cells while the latent moves;
+      stay on the cells while the latent moves; with ``n_components="auto"`` and
+      ``reread_clusters=True`` each refit first places the components on the Leiden
+      communities of the current latent, so that the number of clusters can also grow;
     * the Gumbel-softmax temperature of a mixture posterior is annealed
       geometrically from ``gumbel_temperature[0]`` to ``gumbel_temperature[1]`` over
       ``n_epochs_gumbel_anneal`` epochs;
@@ -60,6 +62,12 @@ class MixTrainingPlan(MixtureFitMixin, TrainingPlan):
     min_component_fraction
         A free component holding less than this fraction of the cells is switched off at
         a refit.
+    reread_clusters
+        With ``n_components="auto"``: start each refit from the Leiden communities of the
+        current latent (:func:`mixvi.priors.refit_at_communities`), one Leiden run per
+        refit. ``False`` (default): refits are EM steps from the current mixture, which can
+        merge and switch off components but not add one; on Kang and SNARE-seq both give
+        the same K and ARI within the seeds' spread (``benchmarks/clustering/results.md``).
 
     **kwargs
         Passed to :class:`~scvi.train.TrainingPlan` (``lr``, ``n_epochs_kl_warmup``, ...).
@@ -78,6 +86,7 @@ class MixTrainingPlan(MixtureFitMixin, TrainingPlan):
         n_refit_iter: int = 3,
         final_refit: bool = True,
         min_component_fraction: float = 0.0,
+        reread_clusters: bool = False,
         **kwargs,
     ):
         super().__init__(module, **kwargs)
@@ -90,6 +99,7 @@ class MixTrainingPlan(MixtureFitMixin, TrainingPlan):
         self.n_refit_iter = n_refit_iter
         self.final_refit = final_refit
         self.min_component_fraction = min_component_fraction
+        self.reread_clusters = reread_clusters
         self.mixture_fits: list = []
         self._epoch_sums: dict = {}
         self._finite_flag: torch.Tensor | None = None
