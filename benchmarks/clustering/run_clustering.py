@@ -21,6 +21,11 @@ Methods, each with 3 seeds:
   factor at 1 or 100 instead of 10, EM refits every 10 epochs instead of every 40;
 * ``mixvi_resolution_0.5`` / ``mixvi_resolution_2`` (``--options``, Kang and SNARE RNA): the
   Leiden resolution that chooses K (default 1);
+* ``mixvi_reread`` (``--options``, Kang and SNARE RNA): each refit starts from the Leiden
+  communities of the current latent (``reread_clusters=True``), so K can also grow after
+  the first fit; beside it ``mixvi_defaults_rerun``, the defaults again on the same machine
+  (a seed's run depends on the machine's floating-point arithmetic, so a comparison of
+  options is made between runs of one machine);
 * ``mixvi_tree``: ``prior="hierarchical"`` (SNARE RNA): each tree level against the fine and
   the coarse labels, beside a Ward tree of Leiden clusters cut to the same sizes;
 * ``scvi``: scvi-tools' SCVI at its defaults + Leiden at scanpy's defaults;
@@ -75,10 +80,15 @@ MIXVI_VARIANTS = {
     # the one knob of n_components="auto" (``--options``, Kang and SNARE-seq RNA)
     "mixvi_resolution_0.5": ({"resolution": 0.5}, {}),
     "mixvi_resolution_2": ({"resolution": 2.0}, {}),
+    # K re-read from the latent at every refit, not only at the first fit
+    "mixvi_reread": ({}, {"reread_clusters": True}),
+    "mixvi_defaults_rerun": ({}, {}),
 }
 OPTION_JOBS = [("kang", m) for m in ("mixvi_no_refits", "mixvi_prior_lr_1", "mixvi_prior_lr_100",
                                      "mixvi_refit_often")] + [
-    (d, m) for d in ("kang", "snare_rna") for m in ("mixvi_resolution_0.5", "mixvi_resolution_2")]
+    (d, m) for d in ("kang", "snare_rna")
+    for m in ("mixvi_resolution_0.5", "mixvi_resolution_2", "mixvi_reread",
+              "mixvi_defaults_rerun")]
 SNARE_EPOCHS = 100
 
 
