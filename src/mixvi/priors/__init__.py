@@ -30,7 +30,7 @@ from ._hierarchical import (
     merge_order,
     node_depths,
 )
-from ._leiden import batch_balanced_knn, leiden_assignments
+from ._leiden import batch_balanced_knn, conductance, leiden_assignments, split_separated
 from ._normal import StandardNormalPrior
 
 PriorName = Literal["normal", "gmm", "hierarchical"]
@@ -83,6 +83,7 @@ __all__ = [
     "gaussian_entropy",
     "kl_diag_gaussians",
     "batch_balanced_knn",
+    "conductance",
     "em_refit",
     "expected_log_resp",
     "initialize_from_latent",
@@ -90,6 +91,7 @@ __all__ = [
     "kmeans_assignments",
     "moment_match",
     "refit_at_communities",
+    "split_separated",
     "make_prior",
     "PRIORS",
     "PriorName",

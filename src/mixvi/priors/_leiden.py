@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Sibling ratio of a separated sub-community: its conductance at most this fraction of the
+#: median of the other sub-communities' (a piece of a uniform region is about as linked to
+#: the rest as its siblings are; a group hidden in the community is far less)
+SIBLING_RATIO = 0.5
+
 
 def batch_balanced_knn(
     latent: np.ndarray, batch: np.ndarray | None = None, n_neighbors: int = 15
@@ -66,6 +71,95 @@ def batch_balanced_knn(
     return ((graph + graph.T) > 0).astype(np.float32).tocsr()
 
 
+def _leiden(graph, resolution: float, seed: int) -> np.ndarray:
+    """scanpy's Leiden communities of an adjacency matrix, shape ``(n_cells,)``."""
+    import anndata as ad
+    import scanpy as sc
+
+    holder = ad.AnnData(np.zeros((graph.shape[0], 0), dtype=np.float32))
+    sc.tl.leiden(holder, resolution=resolution, adjacency=graph, random_state=seed,
+                 flavor="igraph", n_iterations=2, directed=False)
+    return holder.obs["leiden"].astype(int).to_numpy()
+
+
+def conductance(graph, members: np.ndarray) -> float:
+    """Fraction of the links of ``members`` (or of the rest, whichever has fewer) that cross
+    between them: 0 for a group apart, about 0.5 for a random half.
+
+    Parameters
+    ----------
+    graph
+        Symmetric adjacency ``(n, n)``.
+    members
+        Boolean mask of the group, shape ``(n,)``.
+
+    Returns
+    -------
+    ``cut / min(volume(members), volume(rest))``.
+    """
+    degree = np.asarray(graph.sum(1)).ravel()
+    cut = float(graph[members][:, ~members].sum())
+    return cut / max(min(degree[members].sum(), degree[~members].sum()), 1e-12)
+
+
+def split_separated(
+    graph, codes: np.ndarray, resolution: float, max_conductance: float, min_size: int,
+    seed: int = 0,
+) -> np.ndarray:
+    """Give groups hidden inside a community their own community.
+
+    Modularity has a resolution limit: merging a small group into a big community pays as
+    soon as the links between them exceed what the whole graph's density predicts, so a
+    rare type (tens of cells) that is nearly cut off from a big community is still merged
+    into it. Leiden on each community's own subgraph sees it at the community's scale. A
+    sub-community becomes a community when it is nearly cut off from the rest of the graph
+    (conductance at most ``max_conductance``) *and* much more so than its sibling
+    sub-communities (at most :data:`SIBLING_RATIO` times their median): the pieces Leiden
+    cuts from a uniform region -- round, elongated or a curve -- are about as linked as each
+    other. One level only.
+
+    Parameters
+    ----------
+    graph
+        Symmetric adjacency ``(n_cells, n_cells)``.
+    codes
+        Community of each cell, ``0..K-1``, shape ``(n_cells,)``.
+    resolution
+        Leiden's resolution on each community.
+    max_conductance
+        Most conductance of a separated sub-community.
+    min_size
+        Fewest cells of a separated sub-community.
+    seed
+        Seed of Leiden.
+
+    Returns
+    -------
+    Community of each cell, ``0..K'-1`` with ``K' >= K``; the old codes are kept.
+    """
+    out = codes.copy()
+    all_cells = np.arange(len(codes))
+    n_codes = int(codes.max()) + 1
+    for c in range(n_codes):
+        cells = np.where(codes == c)[0]
+        if len(cells) < 3 * min_size:
+            continue
+        inner = graph[cells][:, cells]
+        sub = _leiden(inner, resolution, seed)
+        parts = [sub == s for s in range(int(sub.max()) + 1) if (sub == s).sum() >= min_size]
+        if len(parts) < 3:  # needs two siblings to compare with
+            continue
+        # against the whole graph: a piece at a community's edge borders the next community,
+        # so only a group cut off from every side is low
+        phi = np.array([conductance(graph, np.isin(all_cells, cells[part])) for part in parts])
+        for i, part in enumerate(parts):
+            siblings = np.median(np.delete(phi, i))
+            if phi[i] <= max_conductance and phi[i] <= SIBLING_RATIO * siblings:
+                out[cells[part]] = n_codes
+                n_codes += 1
+    return out
+
+
 def leiden_assignments(
     latent: np.ndarray,
     resolution: float = 1.0,
@@ -74,14 +168,17 @@ def leiden_assignments(
     batch: np.ndarray | None = None,
     n_neighbors: int = 15,
     seed: int = 0,
+    max_conductance: float | None = 0.1,
 ) -> np.ndarray:
     """Communities of the (batch-balanced) kNN graph of a latent, by scanpy's Leiden.
 
     How many clusters the data holds is read from the data, as Leiden does, with Leiden's
     ``resolution`` as the one knob (higher: more, smaller clusters). The graph is
-    :func:`batch_balanced_knn`, so batches do not count as clusters. Communities smaller
-    than ``min_size`` cells, and beyond the ``max_clusters`` largest, are not clusters of
-    their own: their cells join the community of the nearest centroid.
+    :func:`batch_balanced_knn`, so batches do not count as clusters. Groups nearly cut off
+    inside a community become communities of their own (:func:`split_separated`, against
+    modularity's resolution limit). Communities smaller than ``min_size`` cells, and beyond
+    the ``max_clusters`` largest, are not clusters of their own: their cells join the
+    community of the nearest centroid.
 
     Parameters
     ----------
@@ -99,19 +196,18 @@ def leiden_assignments(
         Neighbours per cell of the graph.
     seed
         Seed of Leiden.
+    max_conductance
+        Most conductance (fraction of its links that leave it) of a group split off from
+        its community; ``None``: no split, plain Leiden.
 
     Returns
     -------
     Integer array ``(n_cells,)`` with values ``0..K-1``, largest community first.
     """
-    import anndata as ad
-    import scanpy as sc
-
     graph = batch_balanced_knn(np.asarray(latent, dtype=np.float32), batch, n_neighbors)
-    holder = ad.AnnData(np.zeros((latent.shape[0], 0), dtype=np.float32))
-    sc.tl.leiden(holder, resolution=resolution, adjacency=graph, random_state=seed,
-                 flavor="igraph", n_iterations=2, directed=False)
-    codes = holder.obs["leiden"].astype(int).to_numpy()
+    codes = _leiden(graph, resolution, seed)
+    if max_conductance is not None:
+        codes = split_separated(graph, codes, resolution, max_conductance, min_size, seed)
     sizes = np.bincount(codes)
     order = np.argsort(-sizes, kind="stable")
     kept = [c for c in order if sizes[c] >= min_size][: max_clusters or len(order)]
