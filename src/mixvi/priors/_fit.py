@@ -247,9 +247,9 @@ def refit_at_communities(
     The number of components is read from the latent at the end of the KL warm-up; the
     latent goes on changing, and EM can move, merge or drop components but not add one where
     a group of cells has become a community of its own. Re-placed before each refit (the
-    training plan's ``reread_clusters=True``), the mixture stays on the communities of the
-    latent it is trained with, the last refit on those of the trained latent; the EM refit
-    (:func:`em_refit`) then fits the Gaussians to them.
+    training plan's ``reread_clusters``, on by default), the mixture stays on the
+    communities of the latent it is trained with, the last refit on those of the trained
+    latent; the EM refit (:func:`em_refit`) then fits the Gaussians to them.
 
     Parameters
     ----------

@@ -28,9 +28,9 @@ class MixTrainingPlan(MixtureFitMixin, TrainingPlan):
     * every ``refit_every`` epochs after that, and once more at the end of training,
       EM steps of the mixture on the current posteriors (components that hold less than
       ``min_component_fraction`` of the cells are switched off), so that the components
-      stay on the cells while the latent moves; with ``n_components="auto"`` and
-      ``reread_clusters=True`` each refit first places the components on the Leiden
-      communities of the current latent, so that the number of clusters can also grow;
+      stay on the cells while the latent moves; with ``n_components="auto"`` each refit
+      first places the components on the Leiden communities of the current latent
+      (``reread_clusters``), so that the number of clusters can also grow;
     * the Gumbel-softmax temperature of a mixture posterior is annealed
       geometrically from ``gumbel_temperature[0]`` to ``gumbel_temperature[1]`` over
       ``n_epochs_gumbel_anneal`` epochs;
@@ -65,9 +65,10 @@ class MixTrainingPlan(MixtureFitMixin, TrainingPlan):
     reread_clusters
         With ``n_components="auto"``: start each refit from the Leiden communities of the
         current latent (:func:`mixvi.priors.refit_at_communities`), one Leiden run per
-        refit. ``False`` (default): refits are EM steps from the current mixture, which can
-        merge and switch off components but not add one; on Kang and SNARE-seq both give
-        the same K and ARI within the seeds' spread (``benchmarks/clustering/results.md``).
+        refit, so a group of cells that comes apart after the warm-up gets its own
+        component. ``False``: refits are EM steps from the current mixture, which can merge
+        and switch off components but not add one (K is read once, from the warm-up
+        latent; ``benchmarks/clustering/results.md`` compares both).
 
     **kwargs
         Passed to :class:`~scvi.train.TrainingPlan` (``lr``, ``n_epochs_kl_warmup``, ...).
@@ -86,7 +87,7 @@ class MixTrainingPlan(MixtureFitMixin, TrainingPlan):
         n_refit_iter: int = 3,
         final_refit: bool = True,
         min_component_fraction: float = 0.0,
-        reread_clusters: bool = False,
+        reread_clusters: bool = True,
         **kwargs,
     ):
         super().__init__(module, **kwargs)
