@@ -191,13 +191,15 @@ def test_training_chooses_k_refits_and_reports_it():
         mixvi.MixVI(adata, resolution=0.0)
 
 
-@pytest.mark.parametrize("n_components, reread, expected_calls", [
-    ("auto", None, 9),  # the default: the refits of epochs 4-11 and the final one
-    ("auto", False, 0),  # EM refits only
-    (4, None, 0),  # a fixed number of components is not re-read
+@pytest.mark.parametrize("prior, n_components, reread, expected_calls", [
+    ("gmm", "auto", None, 9),  # the default: the refits of epochs 4-11 and the final one
+    ("gmm", "auto", False, 0),  # EM refits only
+    ("gmm", 4, None, 0),  # a fixed number of components is not re-read
+    ("hierarchical", "auto", None, 0),  # the tree's leaves are read once by default ...
+    ("hierarchical", "auto", True, 9),  # ... unless asked
 ])
-def test_refits_reread_the_communities_only_with_auto_k(monkeypatch, n_components, reread,
-                                                        expected_calls):
+def test_refits_reread_the_communities_only_with_auto_k(monkeypatch, prior, n_components,
+                                                        reread, expected_calls):
     import mixvi.train._mixture_fit as mixture_fit
 
     calls = []
@@ -211,7 +213,7 @@ def test_refits_reread_the_communities_only_with_auto_k(monkeypatch, n_component
     scvi.settings.seed = 0
     adata = make_counts(n_cells=300, n_genes=150, n_types=3, batch_shift=0.2)
     mixvi.MixVI.setup_anndata(adata, layer="counts", batch_key="batch")
-    model = mixvi.MixVI(adata, n_latent=4, n_hidden=16, n_components=n_components)
+    model = mixvi.MixVI(adata, n_latent=4, n_hidden=16, n_components=n_components, prior=prior)
     # 12 epochs: warm-up and first fit at epoch 3, a refit every epoch after it
     plan_kwargs = {} if reread is None else {"reread_clusters": reread}
     model.train(max_epochs=12, plan_kwargs=plan_kwargs, **FAST_TRAIN)

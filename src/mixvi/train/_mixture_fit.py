@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from scvi import REGISTRY_KEYS, settings
 
-from mixvi.priors import em_refit, refit_at_communities
+from mixvi.priors import HierarchicalGaussianMixturePrior, em_refit, refit_at_communities
 
 
 class MixtureFitMixin:
@@ -55,11 +55,11 @@ class MixtureFitMixin:
     @torch.no_grad()
     def refit_prior(self, n_iter: int | None = None, kind: str = "refit") -> dict:
         """EM steps of the mixture on the current posteriors (see :func:`mixvi.priors.em_refit`),
-        with ``n_components="auto"`` and ``reread_clusters`` started from the Leiden
+        with ``n_components="auto"`` and re-reading on started from the Leiden
         communities of the current latent (:func:`mixvi.priors.refit_at_communities`)."""
         layer = self.module.prior_layer
         latent, latent_var, components = self._collect_latent()
-        if layer.resolution is not None and self.reread_clusters:
+        if layer.resolution is not None and self._rereads(layer.prior):
             refit_at_communities(
                 layer.prior, latent, latent_var, components, layer.n_label_components,
                 layer.resolution, batch=self._collected_batch, seed=settings.seed or 0,
@@ -71,6 +71,14 @@ class MixtureFitMixin:
         )
         self._after_fit(kind)
         return stats
+
+    def _rereads(self, prior) -> bool:
+        """Whether refits start from the current latent's communities: ``reread_clusters``,
+        by default on for a flat mixture and off for the tree (its coarse levels lose when
+        its leaves move between refits; ``benchmarks/clustering/results.md``)."""
+        if self.reread_clusters is not None:
+            return bool(self.reread_clusters)
+        return not isinstance(prior, HierarchicalGaussianMixturePrior)
 
     def _after_fit(self, kind: str) -> None:
         layer = self.module.prior_layer

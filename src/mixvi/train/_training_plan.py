@@ -28,9 +28,10 @@ class MixTrainingPlan(MixtureFitMixin, TrainingPlan):
     * every ``refit_every`` epochs after that, and once more at the end of training,
       EM steps of the mixture on the current posteriors (components that hold less than
       ``min_component_fraction`` of the cells are switched off), so that the components
-      stay on the cells while the latent moves; with ``n_components="auto"`` each refit
-      first places the components on the Leiden communities of the current latent
-      (``reread_clusters``), so that the number of clusters can also grow;
+      stay on the cells while the latent moves; with ``n_components="auto"`` (and a flat
+      mixture, by default) each refit first places the components on the Leiden
+      communities of the current latent (``reread_clusters``), so that the number of
+      clusters can also grow;
     * the Gumbel-softmax temperature of a mixture posterior is annealed
       geometrically from ``gumbel_temperature[0]`` to ``gumbel_temperature[1]`` over
       ``n_epochs_gumbel_anneal`` epochs;
@@ -68,7 +69,9 @@ class MixTrainingPlan(MixtureFitMixin, TrainingPlan):
         refit, so a group of cells that comes apart after the warm-up gets its own
         component. ``False``: refits are EM steps from the current mixture, which can merge
         and switch off components but not add one (K is read once, from the warm-up
-        latent; ``benchmarks/clustering/results.md`` compares both).
+        latent). ``None`` (default): ``True`` for ``prior="gmm"``, ``False`` for
+        ``prior="hierarchical"``, whose coarse levels were better when its leaves are read
+        once (``benchmarks/clustering/results.md`` compares both).
 
     **kwargs
         Passed to :class:`~scvi.train.TrainingPlan` (``lr``, ``n_epochs_kl_warmup``, ...).
@@ -87,7 +90,7 @@ class MixTrainingPlan(MixtureFitMixin, TrainingPlan):
         n_refit_iter: int = 3,
         final_refit: bool = True,
         min_component_fraction: float = 0.0,
-        reread_clusters: bool = True,
+        reread_clusters: bool | None = None,
         **kwargs,
     ):
         super().__init__(module, **kwargs)
