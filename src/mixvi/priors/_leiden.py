@@ -82,7 +82,7 @@ def _leiden(graph, resolution: float, seed: int) -> np.ndarray:
     return holder.obs["leiden"].astype(int).to_numpy()
 
 
-def conductance(graph, members: np.ndarray) -> float:
+def conductance(graph, members: np.ndarray, degree: np.ndarray | None = None) -> float:
     """Fraction of the links of ``members`` (or of the rest, whichever has fewer) that cross
     between them: 0 for a group apart, about 0.5 for a random half.
 
@@ -92,12 +92,16 @@ def conductance(graph, members: np.ndarray) -> float:
         Symmetric adjacency ``(n, n)``.
     members
         Boolean mask of the group, shape ``(n,)``.
+    degree
+        The graph's row sums, shape ``(n,)``, when already computed (for many groups of one
+        graph); ``None``: computed here.
 
     Returns
     -------
     ``cut / min(volume(members), volume(rest))``.
     """
-    degree = np.asarray(graph.sum(1)).ravel()
+    if degree is None:
+        degree = np.asarray(graph.sum(1)).ravel()
     cut = float(graph[members][:, ~members].sum())
     return cut / max(min(degree[members].sum(), degree[~members].sum()), 1e-12)
 
@@ -138,7 +142,7 @@ def split_separated(
     Community of each cell, ``0..K'-1`` with ``K' >= K``; the old codes are kept.
     """
     out = codes.copy()
-    all_cells = np.arange(len(codes))
+    degree = np.asarray(graph.sum(1)).ravel()  # once for every sub-community's conductance
     n_codes = int(codes.max()) + 1
     for c in range(n_codes):
         cells = np.where(codes == c)[0]
@@ -151,7 +155,10 @@ def split_separated(
             continue
         # against the whole graph: a piece at a community's edge borders the next community,
         # so only a group cut off from every side is low
-        phi = np.array([conductance(graph, np.isin(all_cells, cells[part])) for part in parts])
+        masks = np.zeros((len(parts), len(codes)), dtype=bool)
+        for mask, part in zip(masks, parts, strict=True):
+            mask[cells[part]] = True
+        phi = np.array([conductance(graph, mask, degree) for mask in masks])
         for i, part in enumerate(parts):
             siblings = np.median(np.delete(phi, i))
             if phi[i] <= max_conductance and phi[i] <= SIBLING_RATIO * siblings:
