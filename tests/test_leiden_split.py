@@ -4,6 +4,7 @@ community (``leiden_assignments(max_conductance=...)``), and uniform regions are
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from mixvi.priors import conductance, leiden_assignments
@@ -74,3 +75,28 @@ def test_split_leaves_uniform_clouds_as_they_are():
         assert plain.max() + 1 >= 5, name  # Leiden does cut each into pieces ...
         split = leiden_assignments(cloud, 1.0)
         assert np.array_equal(plain, split), name  # ... and none is split off
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"resolution": np.zeros(300)}, "resolution must be a number > 0"),
+        ({"resolution": 0.0}, "resolution must be a number > 0"),
+        ({"batch": np.zeros(299)}, r"batch must hold one value per cell, shape \(300,\)"),
+        ({"max_conductance": 1.5}, r"max_conductance must be a number in \(0, 1\]"),
+        ({"n_neighbors": 0}, "n_neighbors must be an integer >= 1"),
+    ],
+)
+def test_bad_arguments_name_the_problem(kwargs, match):
+    latent = np.random.default_rng(0).normal(size=(300, 4))
+    with pytest.raises(ValueError, match=match):
+        leiden_assignments(latent, **kwargs)
+
+
+def test_non_finite_or_flat_latent_is_refused():
+    latent = np.random.default_rng(0).normal(size=(300, 4))
+    latent[5, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        leiden_assignments(latent)
+    with pytest.raises(ValueError, match="2-D array"):
+        leiden_assignments(latent[:, 0])
