@@ -6,9 +6,9 @@ With ``n_components="auto"`` the mixture starts with one component per community
 
 from __future__ import annotations
 
-from numbers import Integral, Real
-
 import numpy as np
+
+from mixvi.data._args import check_int, check_real
 
 #: Sibling ratio of a separated sub-community: its conductance at most this fraction of the
 #: median of the other sub-communities' (a piece of a uniform region is about as linked to
@@ -45,17 +45,34 @@ def batch_balanced_knn(
     scipy CSR adjacency ``(n_cells, n_cells)``, 0/1, symmetric (a cell is linked to its own
     neighbours and to the cells that chose it), empty diagonal.
     """
-    import scipy.sparse as sp
-    from sklearn.neighbors import NearestNeighbors
+    return _balanced_knn(*_check_graph_args(latent, batch, n_neighbors), n_neighbors)
 
-    latent = _check_latent(latent)
+
+def _check_graph_args(latent, batch, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+    """The latent as a finite 2-D array and one batch value per cell (zeros without ``batch``),
+    or a ``ValueError`` that says what is wrong."""
+    check_int("n_neighbors", n_neighbors)
+    latent = np.asarray(latent)
+    if latent.ndim != 2 or latent.shape[0] < 2:
+        raise ValueError(f"latent must be a 2-D array (n_cells >= 2, n_dims), got shape "
+                         f"{latent.shape}; pass e.g. adata.obsm['X_mixvi'].")
+    if not np.isfinite(latent).all():
+        raise ValueError("latent holds NaN or infinite values; the graph needs finite "
+                         "coordinates (check the embedding that produced it).")
     n = latent.shape[0]
     batch = np.zeros(n, dtype=np.int64) if batch is None else np.asarray(batch)
     if batch.shape != (n,):
         raise ValueError(f"batch must hold one value per cell, shape ({n},); got shape "
                          f"{batch.shape}. Pass the batch column, e.g. adata.obs['batch'].")
-    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, Integral) or n_neighbors < 1:
-        raise ValueError(f"n_neighbors must be an integer >= 1, got {n_neighbors!r}.")
+    return latent, batch
+
+
+def _balanced_knn(latent: np.ndarray, batch: np.ndarray, n_neighbors: int):
+    """:func:`batch_balanced_knn` of checked arguments (:func:`_check_graph_args`)."""
+    import scipy.sparse as sp
+    from sklearn.neighbors import NearestNeighbors
+
+    n = latent.shape[0]
     groups = [np.where(batch == b)[0] for b in np.unique(batch)]
     per = int(np.ceil(n_neighbors / len(groups)))
     dists, cands = [], []
@@ -77,18 +94,6 @@ def batch_balanced_knn(
         (np.ones(int(real.sum())), (rows[real], cols[real])), shape=(n, n)
     )
     return ((graph + graph.T) > 0).astype(np.float32).tocsr()
-
-
-def _check_latent(latent) -> np.ndarray:
-    """The latent as a finite 2-D float array, or a ``ValueError`` that says what is wrong."""
-    latent = np.asarray(latent, dtype=np.float32)
-    if latent.ndim != 2 or latent.shape[0] < 2:
-        raise ValueError(f"latent must be a 2-D array (n_cells >= 2, n_dims), got shape "
-                         f"{latent.shape}; pass e.g. adata.obsm['X_mixvi'].")
-    if not np.isfinite(latent).all():
-        raise ValueError("latent holds NaN or infinite values; the graph needs finite "
-                         "coordinates (check the embedding that produced it).")
-    return latent
 
 
 def _leiden(graph, resolution: float, seed: int) -> np.ndarray:
@@ -231,17 +236,11 @@ def leiden_assignments(
     -------
     Integer array ``(n_cells,)`` with values ``0..K-1``, largest community first.
     """
-    if isinstance(resolution, bool) or not isinstance(resolution, Real) or not resolution > 0:
-        raise ValueError(f"resolution must be a number > 0 (Leiden's resolution), got "
-                         f"{resolution!r}; pass batch labels as batch=.")
-    if max_conductance is not None and (
-        isinstance(max_conductance, bool) or not isinstance(max_conductance, Real)
-        or not 0 < max_conductance <= 1
-    ):
-        raise ValueError(f"max_conductance must be a number in (0, 1] or None, got "
-                         f"{max_conductance!r}.")
-    latent = _check_latent(latent)
-    graph = batch_balanced_knn(latent, batch, n_neighbors)
+    check_real("resolution", resolution, 0.0, low_open=True)
+    check_real("max_conductance", max_conductance, 0.0, 1.0, low_open=True, allow_none=True)
+    latent = np.asarray(latent)
+    points, batch = _check_graph_args(np.asarray(latent, np.float32), batch, n_neighbors)
+    graph = _balanced_knn(points, batch, n_neighbors)
     codes = _leiden(graph, resolution, seed)
     if max_conductance is not None:
         codes = split_separated(graph, codes, resolution, max_conductance, min_size, seed)
