@@ -191,25 +191,30 @@ def test_training_chooses_k_refits_and_reports_it():
         mixvi.MixVI(adata, resolution=0.0)
 
 
-@pytest.mark.parametrize("prior, n_components, reread, expected_calls", [
-    ("gmm", "auto", None, 9),  # the default: the refits of epochs 4-11 and the final one
-    ("gmm", "auto", False, 0),  # EM refits only
-    ("gmm", 4, None, 0),  # a fixed number of components is not re-read
-    ("hierarchical", "auto", None, 0),  # the tree's leaves are read once by default ...
-    ("hierarchical", "auto", True, 9),  # ... unless asked
+@pytest.mark.parametrize("prior, n_components, reread, expected", [
+    # the default: the refits of epochs 4-11 and the final one add separated communities
+    ("gmm", "auto", None, {"add": 9}),
+    ("gmm", "auto", "replace", {"replace": 9}),  # every component re-placed ...
+    ("gmm", "auto", True, {"replace": 9}),  # ... also as True
+    ("gmm", "auto", False, {}),  # EM refits only
+    ("gmm", "auto", "off", {}),
+    ("gmm", 4, None, {}),  # a fixed number of components is not re-read
+    ("hierarchical", "auto", None, {}),  # the tree's leaves are read once by default ...
+    ("hierarchical", "auto", "add", {"add": 9}),  # ... unless asked
 ])
 def test_refits_reread_the_communities_only_with_auto_k(monkeypatch, prior, n_components,
-                                                        reread, expected_calls):
+                                                        reread, expected):
     import mixvi.train._mixture_fit as mixture_fit
 
-    calls = []
-    real = mixture_fit.refit_at_communities
+    calls = {"add": [], "replace": []}
+    for mode, name in (("add", "add_separated_communities"), ("replace", "refit_at_communities")):
+        real = getattr(mixture_fit, name)
 
-    def counted(*args, **kwargs):
-        calls.append(kwargs["batch"].shape)
-        return real(*args, **kwargs)
+        def counted(*args, _real=real, _mode=mode, **kwargs):
+            calls[_mode].append(kwargs["batch"].shape)
+            return _real(*args, **kwargs)
 
-    monkeypatch.setattr(mixture_fit, "refit_at_communities", counted)
+        monkeypatch.setattr(mixture_fit, name, counted)
     scvi.settings.seed = 0
     adata = make_counts(n_cells=300, n_genes=150, n_types=3, batch_shift=0.2)
     mixvi.MixVI.setup_anndata(adata, layer="counts", batch_key="batch")
@@ -217,10 +222,18 @@ def test_refits_reread_the_communities_only_with_auto_k(monkeypatch, prior, n_co
     # 12 epochs: warm-up and first fit at epoch 3, a refit every epoch after it
     plan_kwargs = {} if reread is None else {"reread_clusters": reread}
     model.train(max_epochs=12, plan_kwargs=plan_kwargs, **FAST_TRAIN)
-    assert len(calls) == expected_calls
+    assert {mode: len(shapes) for mode, shapes in calls.items() if shapes} == expected
     # each re-read sees every training cell with its batch (for the batch-balanced graph)
     n_train = round(0.9 * adata.n_obs)
-    assert all(shape == (n_train,) for shape in calls)
+    assert all(shape == (n_train,) for shapes in calls.values() for shape in shapes)
+
+
+def test_an_unknown_reread_mode_names_the_choices():
+    adata = make_counts(n_cells=60, n_genes=40, n_types=2)
+    mixvi.MixVI.setup_anndata(adata, layer="counts")
+    model = mixvi.MixVI(adata, n_latent=2, n_hidden=8)
+    with pytest.raises(ValueError, match="reread_clusters must be one of"):
+        model.train(max_epochs=1, plan_kwargs={"reread_clusters": "grow"}, **FAST_TRAIN)
 
 
 def test_batch_mutual_information_matches_the_closed_form():

@@ -84,6 +84,10 @@ MIXVI_VARIANTS = {
     "mixvi_resolution_2": ({"resolution": 2.0}, {}),
     # K read once, from the warm-up latent (EM refits only)
     "mixvi_em_only": ({}, {"reread_clusters": False}),
+    # each refit: every component re-placed on the current communities (the previous default)
+    # or only separated communities without a component of their own added (the default)
+    "mixvi_replace": ({}, {"reread_clusters": "replace"}),
+    "mixvi_add": ({}, {"reread_clusters": "add"}),
     "mixvi_tree_reread": ({"prior": "hierarchical"}, {"reread_clusters": True}),
 }
 OPTION_JOBS = [("kang", m) for m in ("mixvi_no_refits", "mixvi_prior_lr_1", "mixvi_prior_lr_100",

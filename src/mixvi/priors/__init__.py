@@ -24,6 +24,7 @@ from ._fit import (
     refit_at_communities,
 )
 from ._gmm import GaussianMixturePrior, MixturePrior
+from ._grow import add_separated_communities
 from ._hierarchical import (
     HierarchicalGaussianMixturePrior,
     balanced_tree,
@@ -82,6 +83,7 @@ __all__ = [
     "node_depths",
     "gaussian_entropy",
     "kl_diag_gaussians",
+    "add_separated_communities",
     "batch_balanced_knn",
     "conductance",
     "em_refit",

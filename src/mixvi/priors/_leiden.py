@@ -236,6 +236,23 @@ def leiden_assignments(
     -------
     Integer array ``(n_cells,)`` with values ``0..K-1``, largest community first.
     """
+    return communities_and_graph(latent, resolution, max_clusters, min_size, batch, n_neighbors,
+                                 seed, max_conductance)[0]
+
+
+def communities_and_graph(
+    latent: np.ndarray,
+    resolution: float = 1.0,
+    max_clusters: int | None = None,
+    min_size: int = 10,
+    batch: np.ndarray | None = None,
+    n_neighbors: int = 15,
+    seed: int = 0,
+    max_conductance: float | None = 0.1,
+):
+    """:func:`leiden_assignments` and the graph they were read from: ``(assign, graph)``,
+    shapes ``(n_cells,)`` and ``(n_cells, n_cells)`` (sparse), for callers that go on to
+    measure the communities on the graph (:func:`conductance`)."""
     check_real("resolution", resolution, 0.0, low_open=True)
     check_real("max_conductance", max_conductance, 0.0, 1.0, low_open=True, allow_none=True)
     latent = np.asarray(latent)
@@ -256,4 +273,4 @@ def leiden_assignments(
         centres = np.stack([latent[assign == c].mean(0) for c in range(len(kept))])
         dist = ((latent[orphans, None] - centres[None]) ** 2).sum(-1)
         assign[orphans] = dist.argmin(1)
-    return assign
+    return assign, graph

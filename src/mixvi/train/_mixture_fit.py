@@ -14,7 +14,16 @@ import numpy as np
 import torch
 from scvi import REGISTRY_KEYS, settings
 
-from mixvi.priors import HierarchicalGaussianMixturePrior, em_refit, refit_at_communities
+from mixvi.priors import (
+    HierarchicalGaussianMixturePrior,
+    add_separated_communities,
+    em_refit,
+    refit_at_communities,
+)
+
+#: ``reread_clusters`` values, and the bools accepted for them
+REREAD_MODES = ("add", "replace", "off")
+_REREAD_ALIASES = {True: "replace", False: "off"}
 
 
 class MixtureFitMixin:
@@ -54,13 +63,19 @@ class MixtureFitMixin:
 
     @torch.no_grad()
     def refit_prior(self, n_iter: int | None = None, kind: str = "refit") -> dict:
-        """EM steps of the mixture on the current posteriors (see :func:`mixvi.priors.em_refit`),
-        with ``n_components="auto"`` and re-reading on started from the Leiden
-        communities of the current latent (:func:`mixvi.priors.refit_at_communities`)."""
+        """EM steps of the mixture on the current posteriors (see :func:`mixvi.priors.em_refit`).
+
+        With ``n_components="auto"`` the Leiden communities of the current latent are read
+        first (``reread_clusters``): ``"add"`` gives each separated community without a
+        component of its own a new one (:func:`mixvi.priors.add_separated_communities`),
+        ``"replace"`` re-places every component on the communities
+        (:func:`mixvi.priors.refit_at_communities`)."""
         layer = self.module.prior_layer
         latent, latent_var, components = self._collect_latent()
-        if layer.resolution is not None and self._rereads(layer.prior):
-            refit_at_communities(
+        mode = self._reread_mode(layer.prior) if layer.resolution is not None else "off"
+        if mode != "off":
+            reread = add_separated_communities if mode == "add" else refit_at_communities
+            reread(
                 layer.prior, latent, latent_var, components, layer.n_label_components,
                 layer.resolution, batch=self._collected_batch, seed=settings.seed or 0,
             )
@@ -72,13 +87,13 @@ class MixtureFitMixin:
         self._after_fit(kind)
         return stats
 
-    def _rereads(self, prior) -> bool:
-        """Whether refits start from the current latent's communities: ``reread_clusters``,
-        by default on for a flat mixture and off for the tree (its coarse levels lose when
-        its leaves move between refits; ``benchmarks/clustering/results.md``)."""
-        if self.reread_clusters is not None:
-            return bool(self.reread_clusters)
-        return not isinstance(prior, HierarchicalGaussianMixturePrior)
+    def _reread_mode(self, prior) -> str:
+        """``reread_clusters`` as one of :data:`REREAD_MODES`; by default ``"add"`` for a flat
+        mixture and ``"off"`` for the tree (its coarse levels lose when its leaves move
+        between refits; ``benchmarks/clustering/results.md``)."""
+        if self.reread_clusters is None:
+            return "off" if isinstance(prior, HierarchicalGaussianMixturePrior) else "add"
+        return _REREAD_ALIASES.get(self.reread_clusters, self.reread_clusters)
 
     def _after_fit(self, kind: str) -> None:
         layer = self.module.prior_layer

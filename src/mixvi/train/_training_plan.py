@@ -4,12 +4,14 @@ guard and per-epoch (not per-step) metric logging."""
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from scvi.train import TrainingPlan
 
 from mixvi.train._checkpoint import _rng_state, _set_rng_state
-from mixvi.train._mixture_fit import MixtureFitMixin
+from mixvi.data._args import check_choice
+from mixvi.train._mixture_fit import REREAD_MODES, MixtureFitMixin
 from mixvi.train._nonfinite import _GENERIC_SUGGESTION, NonFiniteLossError, describe_nonfinite_loss
 
 #: on an accelerator the NaN flag is read (a host sync) once every this many steps
@@ -29,9 +31,9 @@ class MixTrainingPlan(MixtureFitMixin, TrainingPlan):
       EM steps of the mixture on the current posteriors (components that hold less than
       ``min_component_fraction`` of the cells are switched off), so that the components
       stay on the cells while the latent moves; with ``n_components="auto"`` (and a flat
-      mixture, by default) each refit first places the components on the Leiden
-      communities of the current latent (``reread_clusters``), so that the number of
-      clusters can also grow;
+      mixture, by default) each refit first reads the Leiden communities of the current
+      latent and gives a component to each group that has come apart from the rest
+      (``reread_clusters``), so that the number of clusters can also grow;
     * the Gumbel-softmax temperature of a mixture posterior is annealed
       geometrically from ``gumbel_temperature[0]`` to ``gumbel_temperature[1]`` over
       ``n_epochs_gumbel_anneal`` epochs;
@@ -64,14 +66,22 @@ class MixTrainingPlan(MixtureFitMixin, TrainingPlan):
         A free component holding less than this fraction of the cells is switched off at
         a refit.
     reread_clusters
-        With ``n_components="auto"``: start each refit from the Leiden communities of the
-        current latent (:func:`mixvi.priors.refit_at_communities`), one Leiden run per
-        refit, so a group of cells that comes apart after the warm-up gets its own
-        component. ``False``: refits are EM steps from the current mixture, which can merge
-        and switch off components but not add one (K is read once, from the warm-up
-        latent). ``None`` (default): ``True`` for ``prior="gmm"``, ``False`` for
+        With ``n_components="auto"``, what each refit takes from the Leiden communities of
+        the current latent (one Leiden run per refit):
+
+        * ``"add"``: the fitted components stay; a community nearly cut off from the rest
+          of the kNN graph that shares a component with another community gets a new one
+          (:func:`mixvi.priors.add_separated_communities`), so a group of cells that comes
+          apart after the warm-up gets its own cluster without re-cutting the others;
+        * ``"replace"`` (or ``True``): every component is re-placed on the communities
+          (:func:`mixvi.priors.refit_at_communities`), then fitted by EM;
+        * ``"off"`` (or ``False``): EM steps from the current mixture only, which can merge
+          and switch off components but not add one (K is read once, from the warm-up
+          latent).
+
+        ``None`` (default): ``"add"`` for ``prior="gmm"``, ``"off"`` for
         ``prior="hierarchical"``, whose coarse levels were better when its leaves are read
-        once (``benchmarks/clustering/results.md`` compares both).
+        once. ``benchmarks/clustering/results.md`` compares them.
 
     **kwargs
         Passed to :class:`~scvi.train.TrainingPlan` (``lr``, ``n_epochs_kl_warmup``, ...).
@@ -90,7 +100,7 @@ class MixTrainingPlan(MixtureFitMixin, TrainingPlan):
         n_refit_iter: int = 3,
         final_refit: bool = True,
         min_component_fraction: float = 0.0,
-        reread_clusters: bool | None = None,
+        reread_clusters: Literal["add", "replace", "off"] | bool | None = None,
         **kwargs,
     ):
         super().__init__(module, **kwargs)
@@ -103,6 +113,8 @@ class MixTrainingPlan(MixtureFitMixin, TrainingPlan):
         self.n_refit_iter = n_refit_iter
         self.final_refit = final_refit
         self.min_component_fraction = min_component_fraction
+        if reread_clusters is not None and not isinstance(reread_clusters, bool):
+            check_choice("reread_clusters", reread_clusters, (*REREAD_MODES, True, False, None))
         self.reread_clusters = reread_clusters
         self.mixture_fits: list = []
         self._epoch_sums: dict = {}

@@ -1,0 +1,105 @@
+"""Growing a fitted mixture at a refit: a new component only for a group of cells that has
+come apart from the rest and shares a component with another group."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+from mixvi.priors import (
+    GaussianMixturePrior,
+    add_separated_communities,
+    kmeans_assignments,
+    leiden_assignments,
+)
+
+
+def _blobs(sizes=(200, 200, 200, 200), d=8, spread=0.7, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 6, (len(sizes), d))
+    latent = np.concatenate([c + rng.standard_normal((n, d)) * spread
+                             for c, n in zip(centres, sizes, strict=True)])
+    truth = np.repeat(np.arange(len(sizes)), sizes)
+    return latent, np.full_like(latent, 0.01), truth, centres
+
+
+def _two_components_over(latent, groups_a, groups_b, truth, n_slots=10, slots=(5, 8)):
+    """A mixture with two components in ``slots``, each the moments of a set of groups."""
+    d = latent.shape[1]
+    prior = GaussianMixturePrior(d, n_slots)
+    means, stds = np.zeros((n_slots, d)), np.ones((n_slots, d))
+    for slot, groups in zip(slots, (groups_a, groups_b), strict=True):
+        cells = latent[np.isin(truth, groups)]
+        means[slot], stds[slot] = cells.mean(0), cells.std(0) + 0.1
+    active = np.zeros(n_slots, dtype=bool)
+    active[list(slots)] = True
+    prior.set_components(means, stds, np.where(active, 0.5, 0.0), active)
+    return prior
+
+
+def _clusters(prior, latent):
+    return prior.responsibilities(torch.as_tensor(latent, dtype=torch.float32)).argmax(1).numpy()
+
+
+def test_a_separated_group_without_a_component_gets_one_and_the_others_stay():
+    latent, latent_var, truth, centres = _blobs()
+    # slot 5 covers groups 0 and 1 (as a mixture read before they came apart), 8 covers 2 + 3
+    prior = _two_components_over(latent, [0, 1], [2, 3], truth)
+    before = prior.free_components()
+    added = add_separated_communities(prior, latent, latent_var, resolution=1.0)
+    assert len(added) == 2 and prior.n_active == 4
+    assert not set(added) & {5, 8}  # switched-off slots are used, the fitted ones kept
+    after = prior.free_components()
+    np.testing.assert_allclose(after[0][[5, 8]], before[0][[5, 8]])  # old means untouched
+    np.testing.assert_allclose(after[1][[5, 8]], before[1][[5, 8]])
+    # each new component sits on a group the old ones shared (one per old component)
+    nearest = np.linalg.norm(after[0][added][:, None] - centres[None], axis=-1).argmin(1)
+    assert sorted(nearest // 2) == [0, 1]
+    assert np.linalg.norm(after[0][added] - centres[nearest], axis=1).max() < 0.3
+    assert adjusted_rand_score(truth, _clusters(prior, latent)) == 1.0
+    assert after[2].sum() == pytest.approx(1.0)
+
+
+def test_a_fitted_mixture_is_not_changed_where_it_has_one_component_per_group():
+    latent, latent_var, truth, _ = _blobs(sizes=(200, 150, 100))
+    prior = GaussianMixturePrior(8, 6)
+    prior.initialize_from_latent(latent.astype(np.float32), latent_var=latent_var, resolution=1.0)
+    state = {k: v.clone() for k, v in prior.state_dict().items()}
+    assert add_separated_communities(prior, latent, latent_var, resolution=1.0) == []
+    for key, value in prior.state_dict().items():
+        assert torch.equal(value, state[key])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_continuum_split_by_the_mixture_is_not_recut(seed):
+    """One elongated Gaussian cloud (sd 5 along one axis, 1 along nine): Leiden cuts it into
+    pieces that the mixture's two halves do not match, but each piece is linked to its
+    neighbours (high conductance), so no component is added."""
+    rng = np.random.default_rng(seed)
+    latent = rng.standard_normal((3000, 10)) * np.r_[5.0, np.ones(9)]
+    latent_var = np.full_like(latent, 0.01)
+    halves = kmeans_assignments(latent, 2, seed=0)
+    prior = _two_components_over(latent, [0], [1], halves)
+    assert leiden_assignments(latent, 1.0).max() + 1 >= 4  # Leiden does cut it finer
+    assert add_separated_communities(prior, latent, latent_var, resolution=1.0) == []
+    assert prior.n_active == 2
+
+
+def test_no_free_slot_or_labelled_cells_only_add_nothing():
+    latent, latent_var, truth, _ = _blobs()
+    full = _two_components_over(latent, [0, 1], [2, 3], truth, n_slots=2, slots=(0, 1))
+    assert add_separated_communities(full, latent, latent_var) == []
+    prior = _two_components_over(latent, [0, 1], [2, 3], truth)
+    labelled = np.zeros(len(latent), dtype=int)  # every cell known: no pool to read from
+    assert add_separated_communities(prior, latent, latent_var, component=labelled) == []
+    assert prior.n_active == 2
+
+
+@pytest.mark.parametrize("bound", [0.0, 1.5, -0.1])
+def test_bad_conductance_bound_names_the_argument(bound):
+    latent, latent_var, truth, _ = _blobs()
+    prior = _two_components_over(latent, [0, 1], [2, 3], truth)
+    with pytest.raises(ValueError, match="max_conductance"):
+        add_separated_communities(prior, latent, latent_var, max_conductance=bound)
