@@ -13,9 +13,11 @@ Methods, each with 3 seeds:
 
 * ``mixvi``: MixVI at its defaults (``n_components="auto"``, Leiden resolution 1 on the
   batch-balanced graph, groups cut off inside a community split from it, each EM refit
-  started from the communities of the current latent); its own clusters, and on its latent
-  k-means with the true number of types and Leiden at scanpy's defaults;
+  preceded by a component for each separated community of the current latent without one,
+  ``reread_clusters="add"``); its own clusters, and on its latent k-means with the true
+  number of types and Leiden at scanpy's defaults;
 * ``mixvi_bb``: the same with the batch-balance penalty (``batch_balance_weight``);
+  ``mixvi_bb_replace`` (``--options``) with the previous re-read;
 * ``mixvi_normal``: ``prior="normal"`` (scVI's prior, same networks): scIB reference;
 * ``mixvi_no_refits`` / ``mixvi_prior_lr_1`` / ``mixvi_prior_lr_100`` / ``mixvi_refit_often``
   (``--options``, Kang): the mixture fitted only once (no EM refits), the prior's learning-rate
@@ -26,8 +28,10 @@ Methods, each with 3 seeds:
   current mixture (``reread_clusters=False``), so K is read once, from the warm-up latent,
   and can only fall after it (a seed's run depends on the machine's floating-point
   arithmetic, so options are compared with the defaults run on the same machine);
-  ``mixvi_tree_reread`` (SNARE RNA): the tree with each refit started from the current
-  communities (``reread_clusters=True``; the tree's default reads its leaves once);
+  ``mixvi_replace`` (``--options``, Kang and SNARE RNA): every component re-placed on the
+  current communities before each refit (``reread_clusters="replace"``, the previous
+  default); ``mixvi_tree_reread`` (SNARE RNA): the tree with each refit started from the
+  current communities (``reread_clusters=True``; the tree's default reads its leaves once);
 * ``mixvi_tree``: ``prior="hierarchical"`` (SNARE RNA): each tree level against the fine and
   the coarse labels, beside a Ward tree of Leiden clusters cut to the same sizes;
 * ``scvi``: scvi-tools' SCVI at its defaults + Leiden at scanpy's defaults;
@@ -72,6 +76,8 @@ BATCH_BALANCE_WEIGHT = 10.0
 MIXVI_VARIANTS = {
     "mixvi": ({}, {}),
     "mixvi_bb": ({"batch_balance_weight": BATCH_BALANCE_WEIGHT}, {}),
+    "mixvi_bb_replace": ({"batch_balance_weight": BATCH_BALANCE_WEIGHT},
+                         {"reread_clusters": "replace"}),
     "mixvi_normal": ({"prior": "normal"}, {}),
     "mixvi_tree": ({"prior": "hierarchical"}, {}),
     # what the mixture-fitting options do (issue 9.1; ``--options``, Kang)
@@ -84,17 +90,17 @@ MIXVI_VARIANTS = {
     "mixvi_resolution_2": ({"resolution": 2.0}, {}),
     # K read once, from the warm-up latent (EM refits only)
     "mixvi_em_only": ({}, {"reread_clusters": False}),
-    # each refit: every component re-placed on the current communities (the previous default)
-    # or only separated communities without a component of their own added (the default)
+    # each refit re-places every component on the current communities (the previous default;
+    # the default adds a component only for a separated community without one)
     "mixvi_replace": ({}, {"reread_clusters": "replace"}),
-    "mixvi_add": ({}, {"reread_clusters": "add"}),
     "mixvi_tree_reread": ({"prior": "hierarchical"}, {"reread_clusters": True}),
 }
 OPTION_JOBS = [("kang", m) for m in ("mixvi_no_refits", "mixvi_prior_lr_1", "mixvi_prior_lr_100",
                                      "mixvi_refit_often")] + [
     (d, m) for d in ("kang", "snare_rna")
-    for m in ("mixvi_resolution_0.5", "mixvi_resolution_2", "mixvi_em_only")] + [
-    ("snare_rna", "mixvi_tree_reread")]
+    for m in ("mixvi_resolution_0.5", "mixvi_resolution_2", "mixvi_em_only", "mixvi_replace")] + [
+    ("snare_rna", "mixvi_tree_reread"), ("kang", "mixvi_bb_replace"),
+    ("snare_rna", "mixvi_bb_replace")]
 SNARE_EPOCHS = 100
 
 
