@@ -60,9 +60,8 @@ ABLATION = {
     "poisson_atac": {"model": {"atac_likelihood": "poisson"}},
     "no_early_stopping_200": {"train": {"early_stopping": False, "max_epochs": 200}},
     "mixture_posterior": {"model": {"posterior": "mixture"}},
-    # what each refit takes from the current communities: only separated groups added (the
-    # default since it was measured here) or every component re-placed (the previous default)
-    "reread_add": {"train": {"plan_kwargs": {"reread_clusters": "add"}}},
+    # each refit re-places every component on the current communities (the previous default;
+    # the default adds a component only for a separated community without one)
     "reread_replace": {"train": {"plan_kwargs": {"reread_clusters": "replace"}}},
     # ``--batch-balance`` (with scIB of the joint embedding; weight 0 is the defaults)
     "batch_balance_0": {},
