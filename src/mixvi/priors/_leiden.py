@@ -7,6 +7,7 @@ With ``n_components="auto"`` the mixture starts with one component per community
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse
 
 from mixvi.data._args import check_int, check_real
 
@@ -249,7 +250,7 @@ def communities_and_graph(
     n_neighbors: int = 15,
     seed: int = 0,
     max_conductance: float | None = 0.1,
-):
+) -> tuple[np.ndarray, scipy.sparse.csr_matrix]:
     """:func:`leiden_assignments` and the graph they were read from: ``(assign, graph)``,
     shapes ``(n_cells,)`` and ``(n_cells, n_cells)`` (sparse), for callers that go on to
     measure the communities on the graph (:func:`conductance`)."""
