@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
-
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 from _jobs import load_results, run_jobs, save_result  # benchmarks/_jobs.py
-from run_clustering import labels_of, leiden_scanpy, load  # the clustering benchmark's data
+from run_smoothing import train_on_subset  # the same subsets and reference clusterings
 
 RUNS = HERE / "reread_runs"
 SEEDS = (0, 1)
@@ -38,38 +35,10 @@ MODES = ("off", "replace", "add")
 
 
 def run_one(dataset: str, n_cells: int, mode: str, seed: int) -> dict:
-    warnings.filterwarnings("ignore")
-    import logging
-    import time
-
-    logging.getLogger("mixvi").setLevel(logging.WARNING)
-    import scvi
-    import torch
-    from sklearn.cluster import KMeans
-
-    import mixvi
     from mixvi.metrics import cluster_agreement, cluster_calibration
 
-    torch.set_num_threads(1)
-    scvi.settings.seed = seed
-    full = load(dataset)
-    rows = np.sort(np.random.default_rng(seed).choice(full.n_obs, n_cells, replace=False))
-    adata = full[rows].copy()
-    fine, _ = labels_of(adata)
-    mixvi.MixVI.setup_anndata(adata, layer="counts", batch_key="batch")
-    model = mixvi.MixVI(adata)
-    t = time.time()
-    model.train(enable_progress_bar=False, plan_kwargs={"reread_clusters": mode})
-    latent = model.get_latent_representation()
-    keep = fine != "Mis"
-    n_types = len(np.unique(fine[keep]))
-    res = {"dataset": dataset, "n_cells": n_cells, "mode": mode, "seed": seed,
-           "n_types": n_types, "epochs": len(model.history["elbo_train"]),
-           "train_s": time.time() - t}
-    km = KMeans(n_types, n_init=10, random_state=seed).fit(latent).labels_
-    res["kmeans_ari"] = cluster_agreement(km, fine, exclude=["Mis"])["ari"]
-    leiden = leiden_scanpy(latent, seed)
-    res["leiden_ari"] = cluster_agreement(leiden, fine, exclude=["Mis"])["ari"]
+    model, fine, res = train_on_subset(dataset, n_cells, seed, {"reread_clusters": mode})
+    res["mode"] = mode
     cl = model.get_cluster_assignments()
     own = cl["cluster"].astype(str).to_numpy()
     res["own_ari"] = cluster_agreement(own, fine, exclude=["Mis"])["ari"]
