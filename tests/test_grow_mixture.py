@@ -97,6 +97,26 @@ def test_no_free_slot_or_labelled_cells_only_add_nothing():
     assert prior.n_active == 2
 
 
+def test_labelled_cells_keep_their_components_and_only_free_slots_are_used():
+    """Group 0 is labelled (label component 0); of the unlabelled groups, 1 has free component
+    1 and 2 + 3 share free component 2: group 2 or 3 gets a switched-off free slot, and the
+    label component and the fitted ones stay as they were."""
+    latent, latent_var, truth, centres = _blobs()
+    prior = _two_components_over(latent, [0], [1], truth, n_slots=6, slots=(0, 1))
+    means, stds, weights, active = prior.free_components()
+    shared = latent[np.isin(truth, [2, 3])]
+    means[2], stds[2], active[2] = shared.mean(0), shared.std(0) + 0.1, True
+    prior.set_components(means, stds, np.where(active, 1 / 3, 0.0), active)
+    component = np.where(truth == 0, 0, -1)
+    added = add_separated_communities(prior, latent, latent_var, component=component,
+                                      n_label_components=1, resolution=1.0)
+    assert len(added) == 1 and added[0] >= 3
+    after = prior.free_components()
+    np.testing.assert_allclose(after[0][:3], means[:3])
+    group = np.linalg.norm(centres - after[0][added[0]], axis=1).argmin()
+    assert group in (2, 3)
+
+
 @pytest.mark.parametrize("bound", [0.0, 1.5, -0.1])
 def test_bad_conductance_bound_names_the_argument(bound):
     latent, latent_var, truth, _ = _blobs()
