@@ -272,14 +272,20 @@ def refit_at_communities(
     -------
     The number of components in use afterwards.
     """
+    initialize_from_latent(prior, latent, component, seed, latent_var, n_label_components,
+                           resolution, batch=batch,
+                           align_to=current_components(prior, latent, latent_var))
+    return prior.n_active
+
+
+def current_components(prior, latent: np.ndarray, latent_var: np.ndarray) -> np.ndarray:
+    """Each cell's most probable component in use (its free-component slot), by the expected
+    log responsibilities of its posterior (:func:`expected_log_resp`), shape ``(n_cells,)``."""
     means, stds, weights, active = prior.free_components()
     on = np.where(active)[0]
     log_r = expected_log_resp(np.asarray(latent, np.float64), np.asarray(latent_var, np.float64),
                               np.log(np.maximum(weights[on], 1e-300)), means[on], stds[on] ** 2)
-    current = on[log_r.argmax(1)]
-    initialize_from_latent(prior, latent, component, seed, latent_var, n_label_components,
-                           resolution, batch=batch, align_to=current)
-    return prior.n_active
+    return on[log_r.argmax(1)]
 
 
 # -- EM on the aggregated posterior ---------------------------------------------------------

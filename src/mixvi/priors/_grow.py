@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from mixvi.data._args import check_real
-from mixvi.priors._fit import expected_log_resp, moment_match
+from mixvi.priors._fit import current_components, moment_match
 from mixvi.priors._leiden import communities_and_graph, conductance
 
 #: Most conductance (fraction of its kNN links that leave it) of a community that gets a
@@ -86,16 +86,13 @@ def add_separated_communities(
         pool = np.asarray(component) < 0
     if pool.sum() < 3 * min_size:
         return []
-    on = np.where(active)[0]
-    log_w = np.log(np.maximum(weights[on], 1e-300))
-    log_r = expected_log_resp(latent[pool], latent_var[pool], log_w, means[on], stds[on] ** 2)
-    current = log_r.argmax(1)  # index into ``on``
+    current = current_components(prior, latent[pool], latent_var[pool])
     codes, graph = communities_and_graph(
         latent[pool], resolution, min_size=min_size,
         batch=None if batch is None else np.asarray(batch)[pool], seed=seed,
     )
     n_codes = int(codes.max()) + 1
-    overlap = np.zeros((n_codes, len(on)))
+    overlap = np.zeros((n_codes, len(active)))
     np.add.at(overlap, (codes, current), 1.0)
     host = overlap.argmax(1)  # the component holding most of each community
     owner = overlap.argmax(0)  # the community holding most of each component

@@ -113,8 +113,7 @@ class MixTrainingPlan(MixtureFitMixin, TrainingPlan):
         self.n_refit_iter = n_refit_iter
         self.final_refit = final_refit
         self.min_component_fraction = min_component_fraction
-        if reread_clusters is not None and not isinstance(reread_clusters, bool):
-            check_choice("reread_clusters", reread_clusters, (*REREAD_MODES, True, False, None))
+        check_choice("reread_clusters", reread_clusters, (*REREAD_MODES, True, False, None))
         self.reread_clusters = reread_clusters
         self.mixture_fits: list = []
         self._epoch_sums: dict = {}
