@@ -8,9 +8,12 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
+from scipy.stats import norm
+
 from mixvi.priors import (
     GaussianMixturePrior,
     add_separated_communities,
+    density_valley,
     kmeans_assignments,
     leiden_assignments,
 )
@@ -72,11 +75,42 @@ def test_a_fitted_mixture_is_not_changed_where_it_has_one_component_per_group():
         assert torch.equal(value, state[key])
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("distance", [3.0, 4.0, 5.0])
+def test_density_valley_matches_the_closed_form_of_two_gaussians(distance):
+    """Two equal unit Gaussians ``distance`` apart (1-D signal plus 4 noise dimensions): the
+    kernel estimate is the mixture of N(0, 1 + h^2) and N(distance, 1 + h^2), so the ratio of
+    its midpoint to its peak has a closed form."""
+    rng = np.random.default_rng(0)
+    n = 20000
+    a = rng.standard_normal((n, 5))
+    b = rng.standard_normal((n, 5))
+    b[:, 0] += distance
+    h = 1.06 * (2 * n) ** -0.2  # Silverman's bandwidth of the pooled within-group sd (1)
+    s = np.sqrt(1 + h**2)
+    grid = np.linspace(0, distance, 2001)
+    mixture = norm.pdf(grid, 0, s) + norm.pdf(grid, distance, s)
+    expected = mixture.min() / mixture.max()
+    assert density_valley(a, b) == pytest.approx(expected, abs=0.02)
+
+
+def test_density_valley_sees_no_dip_at_the_end_of_one_cloud():
+    """The upper tenth of one Gaussian against the rest: the density only falls towards it."""
+    rng = np.random.default_rng(1)
+    cloud = rng.standard_normal((5000, 6)) * np.r_[4.0, np.ones(5)]
+    end = cloud[:, 0] > np.quantile(cloud[:, 0], 0.9)
+    assert density_valley(cloud[end], cloud[~end]) > 0.9
+    # while a small group split off by a gap dips to almost nothing
+    group = rng.standard_normal((100, 6)) + np.r_[20.0, np.zeros(5)]
+    assert density_valley(group, cloud) < 0.1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_a_continuum_split_by_the_mixture_is_not_recut(seed):
     """One elongated Gaussian cloud (sd 5 along one axis, 1 along nine): Leiden cuts it into
-    pieces that the mixture's two halves do not match, but each piece is linked to its
-    neighbours (high conductance), so no component is added."""
+    pieces that the mixture's two halves do not match. Each middle piece is linked to its
+    neighbours (high conductance); an end piece is cut off on one side only, and on seeds 2
+    and 3 its conductance is under the bound, but the density does not dip towards it: no
+    component is added."""
     rng = np.random.default_rng(seed)
     latent = rng.standard_normal((3000, 10)) * np.r_[5.0, np.ones(9)]
     latent_var = np.full_like(latent, 0.01)
@@ -85,6 +119,10 @@ def test_a_continuum_split_by_the_mixture_is_not_recut(seed):
     assert leiden_assignments(latent, 1.0).max() + 1 >= 4  # Leiden does cut it finer
     assert add_separated_communities(prior, latent, latent_var, resolution=1.0) == []
     assert prior.n_active == 2
+    # by conductance alone (no density test) the end piece of seeds 2 and 3 would be added
+    by_cut_only = add_separated_communities(prior, latent, latent_var, resolution=1.0,
+                                            max_valley=1.0)
+    assert (len(by_cut_only) > 0) == (seed in (2, 3))
 
 
 def test_no_free_slot_or_labelled_cells_only_add_nothing():
@@ -118,8 +156,15 @@ def test_labelled_cells_keep_their_components_and_only_free_slots_are_used():
 
 
 @pytest.mark.parametrize("bound", [0.0, 1.5, -0.1])
-def test_bad_conductance_bound_names_the_argument(bound):
+def test_bad_conductance_or_valley_bound_names_the_argument(bound):
     latent, latent_var, truth, _ = _blobs()
     prior = _two_components_over(latent, [0, 1], [2, 3], truth)
-    with pytest.raises(ValueError, match="max_conductance"):
-        add_separated_communities(prior, latent, latent_var, max_conductance=bound)
+    for name in ("max_conductance", "max_valley"):
+        with pytest.raises(ValueError, match=name):
+            add_separated_communities(prior, latent, latent_var, **{name: bound})
+
+
+@pytest.mark.parametrize("shapes", [((0, 3), (5, 3)), ((5, 3), (5, 2)), ((5,), (5, 3))])
+def test_density_valley_rejects_empty_or_mismatched_groups(shapes):
+    with pytest.raises(ValueError, match="non-empty 2-D arrays"):
+        density_valley(np.ones(shapes[0]), np.ones(shapes[1]))

@@ -24,7 +24,7 @@ from ._fit import (
     refit_at_communities,
 )
 from ._gmm import GaussianMixturePrior, MixturePrior
-from ._grow import add_separated_communities
+from ._grow import add_separated_communities, density_valley
 from ._hierarchical import (
     HierarchicalGaussianMixturePrior,
     balanced_tree,
@@ -86,6 +86,7 @@ __all__ = [
     "add_separated_communities",
     "batch_balanced_knn",
     "conductance",
+    "density_valley",
     "em_refit",
     "expected_log_resp",
     "initialize_from_latent",

@@ -6,7 +6,8 @@ a component with that neighbour. Re-reading every component from the current com
 (:func:`mixvi.priors.refit_at_communities`) finds them, but also re-cuts continua that the
 EM-fitted mixture had split well (CD4 / CD8 T cells on Kang, ``benchmarks/clustering``).
 :func:`add_separated_communities` keeps the fitted components and only adds one for each
-community that is nearly cut off from the rest of the graph yet has no component of its own.
+community that is nearly cut off from the rest of the graph, and parted from the rest of its
+component by a drop in density, yet has no component of its own.
 """
 
 from __future__ import annotations
@@ -22,6 +23,64 @@ from mixvi.priors._leiden import communities_and_graph, conductance
 #: split off inside a community
 MAX_CONDUCTANCE = 0.1
 
+#: Most density between a community and the rest of its component (at the lowest point
+#: between them, as a fraction of the lower of their two peaks) for the community to get a
+#: component: the density must fall by a fifth. The end of an elongated cloud is cut off on
+#: one side only, so its conductance can be as low as a separate group's, but along the line
+#: from the rest of the cloud to it the density does not dip (ratio 0.99-1 in
+#: ``tests/test_grow_mixture.py``); two equal Gaussians dip to 0.8 at about 2.7 sd apart
+MAX_VALLEY = 0.8
+
+
+def density_valley(inside: np.ndarray, outside: np.ndarray, n_bins: int = 256) -> float:
+    """How far the density dips between two groups of cells, along the line through their
+    means: the density at its lowest point between the two groups' medians over the lower
+    of the two groups' peaks (0: a gap, 1: no dip, as at the end of a single cloud).
+
+    The density is a Gaussian kernel estimate of the projections, with Silverman's bandwidth
+    from the groups' pooled *within-group* spread (the distance between the groups would
+    widen a bandwidth from the overall spread and fill the gap).
+
+    Parameters
+    ----------
+    inside, outside
+        Points of the two groups, shapes ``(n_a, d)`` and ``(n_b, d)``.
+    n_bins
+        Bins of the binned kernel estimate.
+
+    Returns
+    -------
+    The valley-to-peak ratio in ``[0, 1]``.
+    """
+    from scipy.ndimage import gaussian_filter1d
+
+    inside, outside = np.asarray(inside, np.float64), np.asarray(outside, np.float64)
+    if inside.ndim != 2 or outside.ndim != 2 or inside.shape[1] != outside.shape[1] \
+            or not len(inside) or not len(outside):
+        raise ValueError(f"inside and outside must be non-empty 2-D arrays of points with the "
+                         f"same number of dimensions, got shapes {inside.shape} and "
+                         f"{outside.shape}.")
+    direction = inside.mean(0) - outside.mean(0)
+    norm = np.linalg.norm(direction)
+    if norm == 0:
+        return 1.0
+    t_in, t_out = inside @ (direction / norm), outside @ (direction / norm)
+    t = np.concatenate([t_in, t_out])
+    pooled = np.sqrt((len(t_in) * t_in.var() + len(t_out) * t_out.var()) / len(t))
+    width = (t.max() - t.min()) / n_bins
+    if pooled == 0 or width == 0:
+        return 1.0
+    counts = np.histogram(t, bins=n_bins, range=(t.min(), t.max()))[0].astype(np.float64)
+    density = gaussian_filter1d(counts, 1.06 * pooled * len(t) ** -0.2 / width, mode="constant")
+    edges = np.linspace(t.min(), t.max(), n_bins + 1)
+    a, b = np.clip(np.searchsorted(edges, [np.median(t_in), np.median(t_out)]) - 1, 0, n_bins - 1)
+    lo, hi = sorted((int(a), int(b)))
+    valley = lo + int(density[lo:hi + 1].argmin())
+    # each group's peak: the highest density on its side of the valley
+    peak_in = density[valley:].max() if a > b else density[:valley + 1].max()
+    peak_out = density[:valley + 1].max() if a > b else density[valley:].max()
+    return float(density[valley] / max(min(peak_in, peak_out), 1e-300))
+
 
 def add_separated_communities(
     prior,
@@ -34,6 +93,7 @@ def add_separated_communities(
     seed: int = 0,
     max_conductance: float = MAX_CONDUCTANCE,
     min_size: int = 10,
+    max_valley: float = MAX_VALLEY,
 ) -> list[int]:
     """Give each separated community that shares a component with another one its own.
 
@@ -68,6 +128,10 @@ def add_separated_communities(
         Most conductance of a community that gets a component, in ``(0, 1]``.
     min_size
         Fewest cells of a community.
+    max_valley
+        Most density between a community and the rest of its host component, as a fraction
+        of the lower peak (:func:`density_valley`), in ``(0, 1]``; ``1`` leaves the density
+        test out.
 
     Returns
     -------
@@ -75,6 +139,7 @@ def add_separated_communities(
     when no slot is free).
     """
     check_real("max_conductance", max_conductance, 0.0, 1.0, low_open=True)
+    check_real("max_valley", max_valley, 0.0, 1.0, low_open=True)
     means, stds, weights, active = prior.free_components()
     free_slots = [k for k in range(n_label_components, len(active)) if not active[k]]
     if not free_slots or not active.any():
@@ -101,7 +166,14 @@ def add_separated_communities(
         return []
     degree = np.asarray(graph.sum(1)).ravel()
     phi = {c: conductance(graph, codes == c, degree) for c in absorbed}
-    separated = sorted((c for c in absorbed if phi[c] <= max_conductance), key=phi.get)
+    cut_off = [c for c in absorbed if phi[c] <= max_conductance]
+    points = latent[pool]
+    separated = sorted(
+        (c for c in cut_off
+         if density_valley(points[codes == c], points[(current == host[c]) & (codes != c)])
+         <= max_valley),
+        key=phi.get,
+    )
     added = []
     for c, slot in zip(separated, free_slots, strict=False):
         cells = np.where(pool)[0][codes == c]
