@@ -132,6 +132,7 @@ def evaluate(zr_tr, za_tr, zr, za, joint, labels_tr, labels, rna_pred, atac_pred
     sc.tl.leiden(ad, resolution=1.0, random_state=seed, flavor="igraph", n_iterations=2)
     c = M.cluster_agreement(ad.obs["leiden"].to_numpy(), labels, exclude=["Mis"])
     res["leiden_ari"], res["leiden_nmi"] = c["ari"], c["nmi"]
+    res["leiden_k"] = int(ad.obs["leiden"].nunique())  # Leiden's K on the same latent
     if clusters is not None:
         c = M.cluster_agreement(clusters, labels, exclude=["Mis"])
         res["mixture_ari"], res["mixture_nmi"] = c["ari"], c["nmi"]
