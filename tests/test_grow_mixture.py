@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import adjusted_rand_score
-
 from scipy.stats import norm
+from sklearn.metrics import adjusted_rand_score
 
 from mixvi.priors import (
     GaussianMixturePrior,
