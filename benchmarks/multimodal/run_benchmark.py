@@ -59,6 +59,9 @@ ABLATION = {
     "n_latent_32": {"model": {"n_latent": 32}},
     "poisson_atac": {"model": {"atac_likelihood": "poisson"}},
     "no_early_stopping_200": {"train": {"early_stopping": False, "max_epochs": 200}},
+    # 60 epochs kept whole: the refits under the shared mixture stay in the model (with early
+    # stopping the restored epoch is the mixture's first fit; benchmarks/clustering/results.md)
+    "no_early_stopping_60": {"train": {"early_stopping": False, "max_epochs": 60}},
     "mixture_posterior": {"model": {"posterior": "mixture"}},
     # each refit re-places every component on the current communities (the previous default;
     # the default adds a component only for a separated community without one)
