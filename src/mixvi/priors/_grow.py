@@ -70,9 +70,9 @@ def density_valley(inside: np.ndarray, outside: np.ndarray, n_bins: int = 256) -
     width = (t.max() - t.min()) / n_bins
     if pooled == 0 or width == 0:
         return 1.0
-    counts = np.histogram(t, bins=n_bins, range=(t.min(), t.max()))[0].astype(np.float64)
-    density = gaussian_filter1d(counts, 1.06 * pooled * len(t) ** -0.2 / width, mode="constant")
-    edges = np.linspace(t.min(), t.max(), n_bins + 1)
+    counts, edges = np.histogram(t, bins=n_bins, range=(t.min(), t.max()))
+    density = gaussian_filter1d(counts.astype(np.float64), 1.06 * pooled * len(t) ** -0.2 / width,
+                                mode="constant")
     a, b = np.clip(np.searchsorted(edges, [np.median(t_in), np.median(t_out)]) - 1, 0, n_bins - 1)
     lo, hi = sorted((int(a), int(b)))
     valley = lo + int(density[lo:hi + 1].argmin())
@@ -101,7 +101,10 @@ def add_separated_communities(
     clusters (each cell's most probable component). A community is *absorbed* when the
     component that holds most of its cells holds still more cells of another community. An
     absorbed community whose conductance in the kNN graph is at most ``max_conductance``
-    (it is nearly cut off from every other cell) gets a switched-off free slot, placed on
+    (it is nearly cut off from every other cell) and whose density, along the line to the
+    rest of its host component's cells, dips to at most ``max_valley`` of the lower peak
+    (:func:`density_valley`: the end of one elongated cloud is cut off on one side only,
+    and the density does not dip towards it) gets a switched-off free slot, placed on
     its cells (moment-matched mean and variance, its share of the cells as weight). The
     other components are left as they are, so a continuum that the fitted mixture splits
     in its own way is not re-cut; EM refits (:func:`mixvi.priors.em_refit`) then fit all
@@ -151,9 +154,10 @@ def add_separated_communities(
         pool = np.asarray(component) < 0
     if pool.sum() < 3 * min_size:
         return []
-    current = current_components(prior, latent[pool], latent_var[pool])
+    points = latent[pool]
+    current = current_components(prior, points, latent_var[pool])
     codes, graph = communities_and_graph(
-        latent[pool], resolution, min_size=min_size,
+        points, resolution, min_size=min_size,
         batch=None if batch is None else np.asarray(batch)[pool], seed=seed,
     )
     n_codes = int(codes.max()) + 1
@@ -167,7 +171,6 @@ def add_separated_communities(
     degree = np.asarray(graph.sum(1)).ravel()
     phi = {c: conductance(graph, codes == c, degree) for c in absorbed}
     cut_off = [c for c in absorbed if phi[c] <= max_conductance]
-    points = latent[pool]
     separated = sorted(
         (c for c in cut_off
          if density_valley(points[codes == c], points[(current == host[c]) & (codes != c)])

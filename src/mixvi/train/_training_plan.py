@@ -9,8 +9,8 @@ from typing import Literal
 import torch
 from scvi.train import TrainingPlan
 
-from mixvi.train._checkpoint import _rng_state, _set_rng_state
 from mixvi.data._args import check_choice
+from mixvi.train._checkpoint import _rng_state, _set_rng_state
 from mixvi.train._mixture_fit import REREAD_MODES, MixtureFitMixin
 from mixvi.train._nonfinite import _GENERIC_SUGGESTION, NonFiniteLossError, describe_nonfinite_loss
 
@@ -70,7 +70,8 @@ class MixTrainingPlan(MixtureFitMixin, TrainingPlan):
         the current latent (one Leiden run per refit):
 
         * ``"add"``: the fitted components stay; a community nearly cut off from the rest
-          of the kNN graph that shares a component with another community gets a new one
+          of the kNN graph, and parted from the rest of its component by a dip in density,
+          that shares a component with another community gets a new one
           (:func:`mixvi.priors.add_separated_communities`), so a group of cells that comes
           apart after the warm-up gets its own cluster without re-cutting the others;
         * ``"replace"`` (or ``True``): every component is re-placed on the communities
