@@ -114,6 +114,25 @@ def test_training_history_and_latents(trained_tiny):
         model.get_latent_representation(modality="protein")
 
 
+def test_weight_decay_on_the_networks_not_on_the_mixture():
+    """MultiMixVI's default L2 (``NETWORK_WEIGHT_DECAY``) reaches the networks' parameter
+    group, not the prior's; it shrinks the peak decoder against scvi-tools' 1e-6, from the
+    same seed; ``plan_kwargs`` overrides it."""
+    from mixvi.model._multimixvi import NETWORK_WEIGHT_DECAY
+
+    norms = {}
+    for weight_decay in (None, 1e-6):
+        model, _ = tiny_multimixvi()
+        plan = None if weight_decay is None else {"weight_decay": weight_decay}
+        model.train(max_epochs=6, plan_kwargs=plan, **FAST)
+        networks, prior = model.trainer.optimizers[0].param_groups
+        assert networks["weight_decay"] == (weight_decay or NETWORK_WEIGHT_DECAY)
+        assert prior["weight_decay"] == 0.0
+        assert {id(p) for p in prior["params"]} == {id(p) for p in model.module.prior.parameters()}
+        norms[weight_decay] = model.module.atac_output.weight.norm().item()
+    assert norms[None] < 0.97 * norms[1e-6]  # measured 0.93
+
+
 def test_trains_in_train_mode_after_inference(tiny):
     """Lightning >= 2.2 keeps the module's mode when fit starts: an inference call before
     ``train()`` (or a second ``train()``) must not leave it training in eval mode, with

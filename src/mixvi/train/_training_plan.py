@@ -124,7 +124,9 @@ class MixTrainingPlan(MixtureFitMixin, TrainingPlan):
     def get_optimizer_creator(self):
         """scvi-tools' Adam / AdamW, fused (one kernel for all parameters: ~3x cheaper per step
         on CPU), with the prior's parameters in a group of their own at
-        ``prior_lr_factor`` x ``lr``. A custom optimizer is used as given."""
+        ``prior_lr_factor`` x ``lr`` and without weight decay (the EM refits place the mixture
+        where the cells are; a decay would pull its means to the origin between refits). A
+        custom optimizer is used as given."""
         if self.optimizer_name not in ("Adam", "AdamW"):
             return super().get_optimizer_creator()
         cls = torch.optim.Adam if self.optimizer_name == "Adam" else torch.optim.AdamW
@@ -136,7 +138,9 @@ class MixTrainingPlan(MixtureFitMixin, TrainingPlan):
             groups = [{"params": [p for p in params if id(p) not in prior_ids]}]
             in_prior = [p for p in params if id(p) in prior_ids]
             if in_prior:
-                groups.append({"params": in_prior, "lr": self.lr * self.prior_lr_factor})
+                groups.append(
+                    {"params": in_prior, "lr": self.lr * self.prior_lr_factor, "weight_decay": 0.0}
+                )
             fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
             return cls(groups, lr=self.lr, eps=self.eps, weight_decay=self.weight_decay,
                        fused=fused or None)
