@@ -292,7 +292,9 @@ class MixVI(
             used as given, with the plan's learning rate (1e-3 unless set).
         early_stopping
             Stop when the validation ELBO stops improving (``early_stopping_patience``
-            etc. go in ``trainer_kwargs``).
+            etc. go in ``trainer_kwargs``) and restore the best epoch's weights; the best
+            epoch comes no earlier than one warm-up after the mixture's fit
+            (``prior_init_epoch + n_epochs_kl_warmup``).
         n_epochs_kl_warmup
             Epochs over which the KL weight rises linearly from 0 to 1; defaults to a
             quarter of ``max_epochs``.
