@@ -89,9 +89,9 @@ def early_stopping_kwargs(plan: dict, trainer_kwargs: dict) -> dict:
     for as long as the KL warm-up lasted (``prior_init_epoch + n_epochs_kl_warmup``); training
     stops no earlier than that plus the patience. The warm-up epochs are not the model being
     trained, and the first epochs under the mixture are the encoders still moving the cells
-    onto its components: on SNARE-seq (MultiMixVI, 5 seeds) the best epoch was always the
-    mixture's first one, with joint clusters at K 14.2 for 22 types; one warm-up later they
-    reached K 16.4 at the same translation (``benchmarks/multimodal/results.md``).
+    onto its components: on SNARE-seq (MultiMixVI, 5 seeds) a best epoch allowed from the fit
+    on came soon after it, with joint clusters at K 14.0-14.2 for 22 types; one warm-up later
+    they reached K 16.4 at the same translation (``benchmarks/multimodal/results.md``).
     """
     from mixvi.train import RestoreBestWeights
 
