@@ -294,7 +294,8 @@ def main() -> None:
         elif a.batch_balance:
             jobs = BALANCE_JOBS
         elif a.subsets:
-            jobs = [("multimixvi", f"subset_{n}", s) for n in (3000, 5000) for s in (0, 1)]
+            jobs = [("multimixvi", v, s) for v in ABLATION if v.startswith("subset_")
+                    for s in (0, 1)]
         else:
             jobs = [(m, "default", s) for s in SEEDS for m in a.methods.split(",")]
         run_jobs(Path(__file__), RUNS, jobs, a.parallel)

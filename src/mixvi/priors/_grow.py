@@ -67,9 +67,9 @@ def density_valley(inside: np.ndarray, outside: np.ndarray, n_bins: int = 256) -
     t_in, t_out = inside @ (direction / norm), outside @ (direction / norm)
     t = np.concatenate([t_in, t_out])
     pooled = np.sqrt((len(t_in) * t_in.var() + len(t_out) * t_out.var()) / len(t))
-    width = (t.max() - t.min()) / n_bins
-    if pooled == 0 or width == 0:
+    if pooled == 0:  # both groups are single points (all projections equal included)
         return 1.0
+    width = (t.max() - t.min()) / n_bins
     counts, edges = np.histogram(t, bins=n_bins, range=(t.min(), t.max()))
     density = gaussian_filter1d(counts.astype(np.float64), 1.06 * pooled * len(t) ** -0.2 / width,
                                 mode="constant")
